@@ -1,0 +1,317 @@
+"""The catalogue of finding codes: the one place every code is declared.
+
+`explain`, `--select/--ignore`, the JSON `code`/`name` fields and the JUnit test
+names all read from here (the shape of ruff's codes.rs / pylint's MSGS). The
+texts follow ../shared/spec/findings.md. No torch import here: `explain` and
+`--help` stay fast.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+
+class Step(IntEnum):
+    """The five troubleshooting steps, in the seeds' order (seeds/000 "排查步骤归纳")."""
+
+    DATA = 1
+    MODEL = 2
+    HYPERPARAMETERS = 3
+    GRADIENTS = 4
+    RESOURCES = 5
+
+    @property
+    def label(self) -> str:
+        return STEP_NAMES[self]
+
+    @property
+    def title(self) -> str:
+        return STEP_TITLES[self]
+
+
+STEP_NAMES = {Step.DATA: "data", Step.MODEL: "model", Step.HYPERPARAMETERS: "hyperparameters",
+              Step.GRADIENTS: "gradients", Step.RESOURCES: "resources"}
+STEP_TITLES = {Step.DATA: "Data", Step.MODEL: "Model structure", Step.HYPERPARAMETERS: "Hyperparameters",
+               Step.GRADIENTS: "Code and gradients", Step.RESOURCES: "Resources"}
+STEP_LETTERS = {"D": Step.DATA, "M": Step.MODEL, "H": Step.HYPERPARAMETERS, "G": Step.GRADIENTS,
+                "R": Step.RESOURCES}
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "error": 2}[self.value]
+
+
+CODE_PATTERN = re.compile(r"^[DMHGR][1-5]\d\d$")
+
+
+@dataclass(frozen=True)
+class FindingSpec:
+    code: str       # "D104"; never reused for another meaning
+    name: str       # "unscaled-features"
+    severity: Severity  # default severity; a check may raise or lower it with a stated reason
+    detects: str    # when it fires
+    fix: str        # the generic fix; findings carry one concrete for the user's spec
+    why: str = ""   # why it matters (shown by `explain`)
+
+    @property
+    def step(self) -> Step:
+        return STEP_LETTERS[self.code[0]]
+
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+_ENTRIES = [
+    # ---- Step 1: data --------------------------------------------------------------------
+    FindingSpec("D100", "data-unreadable", E,
+                "the file is missing, unparseable or empty, the target column/key is absent, or feature and "
+                "target row counts differ",
+                "fix the path or the file; the message names the file and what is wrong",
+                "Nothing downstream can be checked on data that cannot be read."),
+    FindingSpec("D101", "missing-values", E,
+                "NaN/None/empty cells in the features or the target (count per column)",
+                "impute (median/mode) or drop the rows or columns named in the evidence",
+                "One NaN in a batch makes the loss NaN, and then every weight."),
+    FindingSpec("D102", "non-finite-values", E,
+                "+inf/-inf in the features or the target",
+                "replace or clip the infinite values before training",
+                "An infinite input turns activations, loss and gradients into inf/NaN."),
+    FindingSpec("D103", "non-numeric-features", E,
+                "string, object, bool or date columns among the features",
+                "encode them (one-hot or ordinal) or drop them",
+                "A network needs numbers; text columns cannot be tensorized."),
+    FindingSpec("D104", "unscaled-features", W,
+                "features far from mean 0 / std 1, scales spread over orders of magnitude, or image data "
+                "in [0, 255]; an error when some feature's max |x| exceeds 1e3",
+                "set data.normalize: standardize (or scale pixels to [0, 1])",
+                "Unscaled inputs make the loss surface badly conditioned: one lr is too large for the big "
+                "features and too small for the small ones (seeds/000, seeds/003 数据归一化)."),
+    FindingSpec("D105", "constant-features", W,
+                "zero-variance columns",
+                "drop the constant columns",
+                "A constant column carries no information and breaks standardization (std 0)."),
+    FindingSpec("D106", "extreme-outliers", W,
+                "values whose robust z-score (median/MAD) is far beyond the rest",
+                "clip/winsorize the named columns, or inspect those rows",
+                "A few huge values dominate the loss and the gradient (seeds/000 数据损坏: 异常值)."),
+    FindingSpec("D107", "bad-label-format", E,
+                "classification labels that are strings or floats, not 0..C-1 (offset or gaps), one-hot where "
+                "the loss wants class indices or the reverse, or binary labels outside {0, 1}",
+                "map the labels to integers 0..C-1 (or to the format the loss needs)",
+                "Cross-entropy indexes the output by the label: an offset label is out of range or means "
+                "another class (seeds/000 标签格式错误)."),
+    FindingSpec("D108", "unscaled-target", W,
+                "a regression target with a large magnitude or spread",
+                "set data.normalize_target: true",
+                "A target in the thousands gives an initial MSE in the millions and huge gradients."),
+    FindingSpec("D109", "class-imbalance", W,
+                "the majority/minority class ratio is 10 or more (per-class counts in the evidence)",
+                "set loss.class_weights: balanced, or resample",
+                "The model can reach a low loss by predicting the majority class (seeds/000 数据分布不均衡)."),
+    FindingSpec("D110", "duplicates-or-conflicts", W,
+                "duplicate rows, or identical features with different labels",
+                "deduplicate; check the labelling of the conflicting rows",
+                "Duplicates leak between train and validation; conflicts put a floor under the loss."),
+    FindingSpec("D111", "too-little-data", W,
+                "fewer than ~10 samples for some class, or far fewer samples than model parameters",
+                "more data, a smaller model, or augmentation",
+                "With few samples per parameter the model memorises (seeds/003 样本少只可能带来过拟合)."),
+    FindingSpec("D112", "target-leakage", W,
+                "a single feature predicts the target almost perfectly",
+                "remove the leaking feature",
+                "A leaked feature gives a perfect validation score that will not hold in use."),
+    FindingSpec("D113", "train-validation-shift", W,
+                "the validation distribution differs from the training distribution",
+                "re-split the data (shuffled, stratified) or check the pipeline that made the files",
+                "Validation loss then measures the shift, not generalisation."),
+    FindingSpec("D114", "degenerate-target", E,
+                "the target has a single class, or a regression target is constant",
+                "check the labels and how the data were collected",
+                "Any model 'succeeds' trivially on a constant target."),
+    # ---- Step 2: model structure ---------------------------------------------------------
+    FindingSpec("M200", "model-build-failed", E,
+                "the model spec is invalid: an unknown layer, shapes that do not chain, an input size that does "
+                "not match the data, or a user class that does not import",
+                "fix the layer named in the message so the shapes chain",
+                "Nothing can be probed on a model that cannot run a forward pass."),
+    FindingSpec("M201", "output-size-mismatch", E,
+                "output units != number of classes (classification) or target dimensions (regression)",
+                "set the last layer's size to the number of classes / targets",
+                "Extra outputs are classes that never occur; too few make some labels impossible "
+                "(seeds/000 输出层节点数=类别数)."),
+    FindingSpec("M202", "output-activation-mismatch", E,
+                "softmax/log_softmax/sigmoid before a loss that applies it itself, ReLU/sigmoid on an unbounded "
+                "regression output, or probabilities fed to a logits loss and the reverse",
+                "remove or change the last activation",
+                "A double softmax squashes the gradient; a ReLU output cannot produce negative targets "
+                "(seeds/003 最后一层的激活函数用的不对)."),
+    FindingSpec("M203", "loss-task-mismatch", E,
+                "MSE/L1 on class labels, cross-entropy on a continuous target, BCE on multi-class",
+                "use the loss that fits the task",
+                "The loss defines what is learned (seeds/001 损失函数选择不当)."),
+    FindingSpec("M204", "symmetric-init", E,
+                "weights initialised to zeros or a constant: the neurons of a layer stay identical",
+                "he init for ReLU-family nets, xavier for tanh/sigmoid",
+                "Identical neurons get identical gradients and never differentiate (seeds/000 权重初始化为全0)."),
+    FindingSpec("M205", "init-scale-mismatch", W,
+                "activation std shrinks or grows layer by layer at init by a large factor (measured on a batch)",
+                "an init that matches the activation (he for ReLU, xavier for tanh/sigmoid)",
+                "Signals that vanish or blow up at init give vanishing or exploding gradients (seeds/004)."),
+    FindingSpec("M206", "saturating-deep-network", W,
+                "many sigmoid/tanh layers without normalisation or residual connections",
+                "ReLU-family activations, BatchNorm/LayerNorm, or residual connections",
+                "Each saturating layer multiplies the gradient by at most 0.25 (sigmoid) (seeds/004)."),
+    FindingSpec("M207", "abnormal-initial-loss", W,
+                "the loss at init is far from its expected value (ln C for C-class cross-entropy, the target "
+                "variance for MSE)",
+                "check the output layer, the init scale and the labels",
+                "A wrong initial loss points at the output layer, the init or the labels before any training."),
+    FindingSpec("M208", "capacity-mismatch", W,
+                "the model cannot fit a small training subset (too small), or has far more parameters than the "
+                "data can support",
+                "widen/deepen the model, or shrink it",
+                "A model that cannot fit 256 samples cannot fit the data set (seeds/003 网络设定不合理)."),
+    # ---- Step 3: hyperparameters ---------------------------------------------------------
+    FindingSpec("H300", "lr-too-high", E,
+                "the configured lr diverges, goes NaN or oscillates in a probe",
+                "set optimizer.lr to the lr the sweep found",
+                "Too high an lr makes the loss oscillate or blow up (seeds/003 学习率设大了会带来跑飞)."),
+    FindingSpec("H301", "lr-too-low", W,
+                "the configured lr makes far less progress than the best lr of the sweep",
+                "set optimizer.lr to the lr the sweep found",
+                "Too low an lr makes convergence very slow (seeds/003 如果太小，会造成收敛速度非常慢)."),
+    FindingSpec("H302", "batch-size", W,
+                "the configured batch size is far from what the probes favour, or does not fit in memory",
+                "set training.batch_size to the probed size",
+                "Large batches make fewer updates per epoch; tiny ones are noisy (seeds/003 Batch Size 过大)."),
+    FindingSpec("H303", "over-regularized", W,
+                "weight decay or dropout is strong enough that the model underfits; a weaker setting fits "
+                "clearly better in a probe",
+                "lower optimizer.weight_decay / the dropout p",
+                "Too strong regularisation underfits (seeds/000 正则化过强→模型欠拟合)."),
+    FindingSpec("H304", "overfitting", W,
+                "train loss falls while validation loss stays flat or rises",
+                "dropout, weight decay, early stopping, more data",
+                "seeds/003: train loss falls, test loss flat -> the network overfits."),
+    FindingSpec("H305", "underfitting", W,
+                "train and validation loss both stay high",
+                "more capacity, longer training, less regularisation",
+                "seeds/002 欠拟合: both training and validation performance are poor."),
+    FindingSpec("H306", "loss-curve-pattern", I,
+                "which of the five train/validation patterns the probe shows (learning; overfitting; data "
+                "problem; plateau; diverging)",
+                "the pattern's advice",
+                "seeds/003 如何通过train loss与test loss分析网络当下的状况."),
+    FindingSpec("H307", "optimizer-choice", I,
+                "another optimizer (e.g. Adam vs plain SGD) trains clearly faster in a probe",
+                "switch optimizer.name",
+                "seeds/000: SGD at a poor lr oscillates; Adam (lr 1e-3) is a robust default."),
+    FindingSpec("H308", "not-converged", I,
+                "the loss is still falling steeply at the end of the configured training",
+                "raise training.epochs",
+                "seeds/003: make sure the training runs long enough before changing anything else."),
+    # ---- Step 4: code and gradients ------------------------------------------------------
+    FindingSpec("G400", "non-finite-training", E,
+                "NaN/Inf appears in the loss, gradients or weights; the first step and layer are reported",
+                "lower the lr, clip gradients, check the data, use logits losses",
+                "Once a weight is NaN it stays NaN (seeds/003 exp(100)=Inf ... weight 会变成NAN)."),
+    FindingSpec("G401", "vanishing-gradients", W,
+                "the gradient norm of the first layers is orders of magnitude below the last layers "
+                "(an error when the first layers get ~0)",
+                "ReLU-family activations, BatchNorm, residual connections, he init",
+                "The first layers stop learning (seeds/004 梯度消失)."),
+    FindingSpec("G402", "exploding-gradients", W,
+                "the total or per-layer gradient norm is very large or grows across steps (an error on overflow)",
+                "gradient clipping (optimizer.grad_clip), a lower lr, normalisation",
+                "Huge gradients make updates overshoot (seeds/004 梯度爆炸)."),
+    FindingSpec("G403", "dead-relu", W,
+                "a large fraction of ReLU units never activate on the probe batches",
+                "LeakyReLU/ELU, a lower lr, he init",
+                "A dead unit has zero gradient and never recovers (seeds/003 网络存在坏梯度)."),
+    FindingSpec("G404", "saturated-activations", W,
+                "sigmoid/tanh outputs mostly in their flat regions",
+                "rescale the inputs, change the activation, add normalisation",
+                "In the flat regions the derivative is ~0 (seeds/004)."),
+    FindingSpec("G405", "params-not-updating", E,
+                "parameters get no gradient, are frozen, are missing from the optimizer, or do not change after "
+                "a step",
+                "fix requires_grad, the optimizer's parameter groups, or the no_grad misuse",
+                "Parameters that never change were never trained (seeds/000 验证是否禁用了梯度计算)."),
+    FindingSpec("G406", "update-ratio", W,
+                "the update-to-weight norm ratio is far from ~1e-3 (too big: unstable; too small: stuck)",
+                "adjust the lr",
+                "Karpathy's rule of thumb: updates about 1e-3 of the weights."),
+    FindingSpec("G407", "cannot-overfit-small-batch", E,
+                "the model cannot drive the loss near zero on ~10 samples",
+                "an implementation or label bug; check the step 2 findings",
+                "seeds/000 Q2: 使用小规模数据测试训练流程(如仅10条样本)."),
+    FindingSpec("G408", "training-step-bug", E,
+                "a user-supplied training step misbehaves: gradients not zeroed, ascent instead of descent, lr "
+                "not applied, model left in eval mode, loss detached or computed under no_grad",
+                "the specific bug, named in the message",
+                "seeds/000 实现代码问题, seeds/001 权重更新规则错误."),
+    # ---- Step 5: resources ---------------------------------------------------------------
+    FindingSpec("R500", "device", I,
+                "which device ran the probes (a warning when a GPU is present but unused)",
+                "use the GPU (training.device: cuda)",
+                "seeds/000 监控资源."),
+    FindingSpec("R501", "out-of-memory", E,
+                "the configured batch size runs out of memory",
+                "the largest batch that fits; mixed precision; gradient accumulation",
+                "seeds/000 GPU内存不足: 降低批量大小, 混合精度训练."),
+    FindingSpec("R502", "memory-headroom", I,
+                "peak memory per step vs what the device has; whether mixed precision would help",
+                "mixed precision, a smaller batch",
+                "seeds/002 显存不足."),
+    FindingSpec("R503", "throughput", I,
+                "step time and samples/s; how long the configured training would take",
+                "-",
+                "seeds/002 训练速度过慢."),
+    FindingSpec("R504", "environment", I,
+                "torch/python versions, deterministic settings, CPU threads",
+                "-",
+                "seeds/000 框架版本兼容性."),
+]
+
+CATALOGUE: dict[str, FindingSpec] = {e.code: e for e in _ENTRIES}
+BY_NAME: dict[str, FindingSpec] = {e.name: e for e in _ENTRIES}
+
+
+def lookup(code_or_name: str) -> FindingSpec | None:
+    key = code_or_name.strip()
+    return CATALOGUE.get(key.upper()) or BY_NAME.get(key.lower())
+
+
+def close_matches(word: str) -> list[str]:
+    return difflib.get_close_matches(word.upper(), list(CATALOGUE), n=3, cutoff=0.5) + \
+        difflib.get_close_matches(word.lower(), list(BY_NAME), n=2, cutoff=0.6)
+
+
+# ---- selection (ruff-style prefixes: the longest matching prefix decides, ignore wins a tie) ----
+
+def parse_codes(text: str | None) -> list[str]:
+    """`"D1, G403"` -> ["D1", "G403"]; each item must be a prefix of some code (else a usage error)."""
+    if not text:
+        return []
+    items = [t.strip().upper() for t in text.split(",") if t.strip()]
+    for item in items:
+        if not any(code.startswith(item) for code in CATALOGUE):
+            from .errors import UsageError
+            hint = close_matches(item)
+            raise UsageError(f"unknown finding code or prefix '{item}'"
+                             + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+                             + "; `nn-doctor explain --all` lists the codes")
+    return items
+
+
+def enabled(code: str, select: list[str], ignore: list[str]) -> bool:
+    def depth(prefixes: list[str]) -> int:  # longest prefix of `code` in the list; -1 when none matches
+        return max((len(p) for p in prefixes if code.startswith(p)), default=-1)
+    return depth(select or [""]) > depth(ignore)

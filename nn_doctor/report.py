@@ -1,0 +1,182 @@
+"""Findings, steps and the report every command produces (the model; renderers live in render.py).
+
+The exit code and the verdict are computed from this model, never from what was printed
+(flutter doctor's `diagnose`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .catalogue import CATALOGUE, Severity, Step
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Finding:
+    code: str
+    message: str                      # one line, with the numbers that matter
+    fix: str                          # concrete for this spec ("set data.normalize: standardize")
+    evidence: dict[str, Any] = field(default_factory=dict)
+    severity: Severity | None = None  # None: the catalogue's default
+    verified: dict[str, Any] | None = None  # set when a probe tested the fix
+
+    def __post_init__(self) -> None:
+        if self.code not in CATALOGUE:
+            raise ValueError(f"unknown finding code {self.code}")
+        if self.severity is None:
+            self.severity = CATALOGUE[self.code].severity
+        self.severity = Severity(self.severity)
+
+    @property
+    def name(self) -> str:
+        return CATALOGUE[self.code].name
+
+    @property
+    def step(self) -> Step:
+        return CATALOGUE[self.code].step
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"code": self.code, "name": self.name, "step": int(self.step), "severity": self.severity.value,
+             "message": self.message, "evidence": clean_json(self.evidence), "fix": self.fix}
+        if self.verified is not None:
+            d["verified"] = clean_json(self.verified)
+        return d
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str = "pass"              # pass | warn | fail | skipped | crashed
+    codes: list[str] = field(default_factory=list)   # codes of the findings in this step
+    checks_run: list[str] = field(default_factory=list)  # codes whose check ran (for JUnit)
+    summary: str = ""                 # short status shown after the title: "178 rows, 13 features"
+    reason: str = ""                  # why skipped / what crashed
+    ran: bool = True                  # False when the command does not cover this step at all
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"step": int(self.step), "name": self.step.label, "status": self.status, "codes": self.codes}
+        if self.summary:
+            d["summary"] = self.summary
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+@dataclass
+class Report:
+    command: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    steps: dict[Step, StepResult] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)    # e.g. "this is the bundled example"
+    skipped: list[str] = field(default_factory=list)  # work skipped for the budget or an interrupt
+    interrupted: bool = False
+
+    # ---- building ------------------------------------------------------------------------
+    def step(self, step: Step) -> StepResult:
+        if step not in self.steps:
+            self.steps[step] = StepResult(step)
+        return self.steps[step]
+
+    def add(self, finding: Finding) -> Finding:
+        self.findings.append(finding)
+        return finding
+
+    def mark_checked(self, code: str) -> None:
+        res = self.step(CATALOGUE[code].step)
+        if code not in res.checks_run:
+            res.checks_run.append(code)
+
+    def skip_step(self, step: Step, reason: str) -> None:
+        res = self.step(step)
+        res.status, res.reason = "skipped", reason
+
+    def finalize(self) -> "Report":
+        """Order findings in step order and derive each step's status from its findings."""
+        self.findings.sort(key=lambda f: (int(f.step), -f.severity.rank, f.code))
+        for res in self.steps.values():
+            mine = [f for f in self.findings if f.step == res.step]
+            res.codes = list(dict.fromkeys(f.code for f in mine))
+            if res.status in ("skipped", "crashed") and not mine:
+                continue
+            worst = max((f.severity.rank for f in mine), default=-1)
+            res.status = "fail" if worst >= 2 else "warn" if worst == 1 else \
+                ("crashed" if res.status == "crashed" else "pass")
+        return self
+
+    # ---- verdict -------------------------------------------------------------------------
+    @property
+    def verdict(self) -> str:
+        worst = max((f.severity.rank for f in self.findings), default=-1)
+        return "unhealthy" if worst >= 2 else "warnings" if worst == 1 else "healthy"
+
+    @property
+    def first_fix(self) -> str | None:
+        """The first error in step order, else the first warning; None if neither."""
+        for level in (Severity.ERROR, Severity.WARNING):
+            for f in sorted(self.findings, key=lambda f: (int(f.step), f.code)):
+                if f.severity == level:
+                    return f.code
+        return None
+
+    def first_fix_finding(self) -> Finding | None:
+        code = self.first_fix
+        return next((f for f in self.findings if f.code == code), None)
+
+    def exit_code(self, fail_on: str) -> int:
+        if self.interrupted:
+            return 130
+        if fail_on == "never":
+            return 0
+        threshold = Severity(fail_on).rank
+        return 1 if any(f.severity.rank >= threshold for f in self.findings) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "nn-doctor", "version": __version__},
+            "command": self.command,
+            "inputs": clean_json(self.inputs),
+            "environment": clean_json(self.environment),
+            "verdict": self.verdict,
+            "first_fix": self.first_fix,
+            "steps": [self.steps[s].to_dict() for s in sorted(self.steps) if self.steps[s].ran],
+            "findings": [f.to_dict() for f in self.findings],
+            "probes": clean_json(self.probes),
+            "timing": clean_json(self.timing),
+        }
+        if self.notes:
+            d["notes"] = self.notes
+        if self.skipped:
+            d["skipped"] = self.skipped
+        if self.interrupted:
+            d["interrupted"] = True
+        return d
+
+
+def clean_json(value: Any) -> Any:
+    """Make a value JSON-safe: numpy scalars -> Python, NaN/Inf -> None, floats rounded to 6 significant digits."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if hasattr(value, "tolist"):
+        return clean_json(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.6g}")
+    if isinstance(value, Severity):
+        return value.value
+    return str(value)
