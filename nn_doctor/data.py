@@ -1,0 +1,412 @@
+"""Load the data a spec names, split it, infer the task, and turn it into numeric arrays.
+
+Two stages, because step 1 must see the data as the user has it while the probes need numbers:
+
+- `load_dataset` -> `Dataset`: the raw features/target as read (a DataFrame for tables, arrays for
+  .npz/.npy), split into train/validation. The D1xx checks run on this.
+- `prepare_arrays` -> `ArrayData`: float32 features, encoded labels, and the list of repairs made so
+  the probes can still run on faulty data (rows with NaN dropped, labels mapped to 0..C-1, ...).
+
+No torch import here: `check-data` never needs it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq"}
+ARRAY_SUFFIXES = {".npz", ".npy"}
+
+# Task inference. A target is read as class labels when it has few distinct values relative to
+# its size; the cut-offs are the usual ones of sklearn's `type_of_target` spirit, made explicit.
+MAX_CLASSES = 100            # more distinct integer values than this reads as a regression target
+MAX_CLASS_FRACTION = 0.5     # ... or when distinct values exceed half the rows (ids, counts)
+MAX_FLOAT_CLASSES = 20       # integer-valued floats with at most this many values read as labels
+
+
+@dataclass
+class Dataset:
+    source: str                       # the path shown in messages
+    kind: str                         # "table" | "array"
+    X: Any                            # DataFrame (table) or ndarray (N, ...) — training part, raw
+    y: Any                            # Series/DataFrame (table) or ndarray — training part, raw
+    X_val: Any = None                 # validation part, same types; None when there is none
+    y_val: Any = None
+    task: str = "classification"
+    task_inferred: bool = True
+    target: list[str] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    val_source: str = "split"         # "split (20%, stratified)" or the validation file
+    n_rows_read: int = 0              # before max_rows sampling
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.y_val is None else len(self.y_val)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        if self.kind == "table":
+            return (self.X.shape[1],)
+        return tuple(self.X.shape[1:])
+
+    def describe(self) -> str:
+        shape = "×".join(str(s) for s in self.sample_shape)
+        feats = f"{self.X.shape[1]} features" if self.kind == "table" else f"samples {shape}"
+        val = f", {self.n_val} validation" if self.n_val else ""
+        return f"{self.n_train} train rows{val}, {feats}, {self.task}"
+
+
+# ---- reading files --------------------------------------------------------------------------
+
+def _check_file(path: Path, what: str = "data file") -> None:
+    if not path.exists():
+        raise DataError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{what} is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} is empty (0 bytes): {path}")
+
+
+def _looks_binary(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return b"\x00" in head
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """CSV/TSV through pyarrow's parser (multi-threaded, fast on big files), Parquet through pyarrow."""
+    _check_file(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            if _looks_binary(path):
+                raise DataError(f"{path}: looks like a binary file, not {suffix[1:].upper()} text")
+            sep = "\t" if suffix == ".tsv" else ","
+            try:
+                frame = pd.read_csv(path, sep=sep, engine="pyarrow")
+            except (pd.errors.EmptyDataError, ValueError, Exception) as err:  # pyarrow is strict; C parser next
+                if isinstance(err, DataError):
+                    raise
+                frame = pd.read_csv(path, sep=sep, low_memory=False)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no columns to read (the file is empty or blank)") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (is it a binary file?)") from None
+    except Exception as err:  # parser errors of all kinds: one line, naming the file
+        raise DataError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
+    if frame.shape[1] == 0:
+        raise DataError(f"{path}: no columns")
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    return frame
+
+
+def read_arrays(path: Path, x_key: str, y_key: str, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    _check_file(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                keys = list(npz.keys())
+                if x_key not in npz:
+                    raise DataError(f"{path}: no array '{x_key}' (arrays: {', '.join(keys)}); set data.x_key")
+                y_name = target if isinstance(target, str) and target in npz else y_key
+                if y_name not in npz:
+                    raise DataError(f"{path}: no target array '{y_name}' (arrays: {', '.join(keys)}); "
+                                    f"set data.target or data.y_key")
+                X, y = npz[x_key], npz[y_name]
+        else:  # .npy: X only; the labels come from data.target, a path to a .npy beside it
+            X = np.load(path, allow_pickle=False)
+            if not isinstance(target, str) or not target.endswith(".npy"):
+                raise DataError(f"{path}: a .npy holds only X; set data.target to the .npy file with the labels")
+            ypath = Path(target) if Path(target).is_absolute() else path.parent / target
+            _check_file(ypath, "target file")
+            y = np.load(ypath, allow_pickle=False)
+    except DataError:
+        raise
+    except ValueError as err:
+        raise DataError(f"{path}: cannot load arrays: {str(err).splitlines()[0]}") from None
+    except Exception as err:
+        raise DataError(f"{path}: not a valid {path.suffix} file: {str(err).splitlines()[0]}") from None
+    if X.ndim < 2:
+        raise DataError(f"{path}: X must have a sample axis and at least one feature axis, got shape {X.shape}")
+    if len(X) == 0:
+        raise DataError(f"{path}: X has no samples")
+    if len(X) != len(y):
+        raise DataError(f"{path}: X has {len(X)} samples but the target has {len(y)}")
+    return X, y
+
+
+# ---- task inference ---------------------------------------------------------------------------
+
+def infer_task(y: Any) -> str:
+    if isinstance(y, pd.DataFrame) or (isinstance(y, np.ndarray) and y.ndim == 2 and y.shape[1] > 1):
+        return "multilabel"
+    values = pd.Series(np.asarray(y).ravel()) if not isinstance(y, pd.Series) else y
+    values = values.dropna()
+    if len(values) == 0:
+        return "regression"
+    n_unique = values.nunique()
+    if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == bool \
+            or pd.api.types.is_string_dtype(values.dtype):
+        return "binary" if n_unique == 2 else "classification"
+    if pd.api.types.is_integer_dtype(values.dtype):
+        if n_unique == 2:
+            return "binary"
+        if n_unique <= MAX_CLASSES and n_unique <= max(2, MAX_CLASS_FRACTION * len(values)):
+            return "classification"
+        return "regression"
+    arr = values.to_numpy(dtype=float)
+    finite = arr[np.isfinite(arr)]
+    if len(finite) and np.all(finite == np.round(finite)) and n_unique <= MAX_FLOAT_CLASSES \
+            and n_unique <= MAX_CLASS_FRACTION * len(values):
+        return "binary" if n_unique == 2 else "classification"
+    return "regression"
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def _sample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
+    if max_rows is None or n <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def _split_table(frame: pd.DataFrame, target: list[str], features: list[str] | None, source: str):
+    missing = [t for t in target if t not in frame.columns]
+    if missing:
+        cols = ", ".join(map(str, frame.columns[:12])) + (" ..." if frame.shape[1] > 12 else "")
+        raise DataError(f"{source}: target column {missing[0]!r} not found (columns: {cols}); "
+                        f"pass --target COL or set data.target")
+    if features is None:
+        features = [c for c in frame.columns if c not in target]
+    else:
+        absent = [c for c in features if c not in frame.columns]
+        if absent:
+            raise DataError(f"{source}: feature column {absent[0]!r} not found")
+    if not features:
+        raise DataError(f"{source}: no feature columns besides the target")
+    y = frame[target[0]] if len(target) == 1 else frame[target]
+    return frame[features], y
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val). Stratified: each class contributes round(fraction * count) rows."""
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        perm = rng.permutation(n)
+        n_val = int(round(fraction * n))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    codes = pd.factorize(pd.Series(y).astype(str))[0]
+    perm = rng.permutation(n)
+    codes_perm = codes[perm]
+    order = np.argsort(codes_perm, kind="stable")            # grouped by class, shuffled inside
+    sorted_codes = codes_perm[order]
+    starts = np.searchsorted(sorted_codes, np.arange(codes.max() + 1))
+    counts = np.bincount(codes, minlength=codes.max() + 1)
+    n_val = np.round(fraction * counts).astype(int)
+    rank = np.arange(n) - np.repeat(starts, counts)          # position inside its class
+    is_val = rank < np.repeat(n_val, counts)
+    val_idx = perm[order[is_val]]
+    train_idx = perm[order[~is_val]]
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | None = None,
+                 val_path: str | Path | None = None, val_fraction: float = 0.2, task: str | None = None,
+                 max_rows: int | None = None, seed: int = 0, x_key: str = "X", y_key: str = "y") -> Dataset:
+    path = Path(path)
+    source = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES | ARRAY_SUFFIXES:
+        if path.exists() and path.is_dir():
+            raise DataError(f"data path is a directory, not a file: {path}")
+        raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}' "
+                        f"(expected .csv, .tsv, .parquet, .npz or .npy)")
+
+    def read(p: Path):
+        if suffix in TABLE_SUFFIXES:
+            frame = read_table(p)
+            if target is None:
+                raise DataError(f"{p}: which column is the target? pass --target COL or set data.target")
+            tgt = [target] if isinstance(target, str) else list(target)
+            X, y = _split_table(frame, tgt, features, str(p))
+            return X, y, tgt, len(frame)
+        X, y = read_arrays(p, x_key, y_key, target)
+        return X, y, [str(target or y_key)], len(X)
+
+    X, y, tgt, n_read = read(path)
+    rows = _sample_rows(len(y), max_rows, seed)
+    if rows is not None:
+        X = X.iloc[rows] if hasattr(X, "iloc") else X[rows]
+        y = y.iloc[rows] if hasattr(y, "iloc") else y[rows]
+    resolved_task = task or infer_task(y)
+    kind = "table" if suffix in TABLE_SUFFIXES else "array"
+    ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
+                 target=tgt, n_rows_read=n_read,
+                 feature_names=[str(c) for c in X.columns] if kind == "table" else
+                 [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
+    if val_path is not None:
+        vpath = Path(val_path)
+        if vpath.suffix.lower() != suffix:
+            raise DataError(f"validation file {vpath} must be the same format as {path}")
+        Xv, yv, _, _ = read(vpath)
+        if kind == "table" and list(Xv.columns) != list(X.columns):
+            raise DataError(f"{vpath}: columns differ from {path}")
+        if kind == "array" and Xv.shape[1:] != X.shape[1:]:
+            raise DataError(f"{vpath}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
+        ds.X_val, ds.y_val, ds.val_source = Xv, yv, str(vpath)
+    elif val_fraction > 0 and len(y) >= 10:
+        y_arr = np.asarray(y) if kind == "array" or isinstance(y, pd.Series) else np.asarray(y)
+        stratify = resolved_task in ("classification", "binary") and y_arr.ndim == 1
+        if stratify:  # a class with a single row cannot be split both ways: plain split then
+            counts = pd.Series(y_arr.ravel()).value_counts(dropna=False)
+            stratify = bool(counts.min() >= 2)
+        tr, va = stratified_split(y_arr if y_arr.ndim == 1 else np.arange(len(y_arr)), val_fraction, seed,
+                                  stratify)
+        take = (lambda a, i: a.iloc[i]) if kind == "table" else (lambda a, i: a[i])
+        ds.X, ds.X_val = take(X, tr), take(X, va)
+        ds.y, ds.y_val = take(y, tr) if hasattr(y, "iloc") else y[tr], take(y, va) if hasattr(y, "iloc") else y[va]
+        ds.val_source = f"split ({val_fraction:.0%}{', stratified' if stratify else ''}, seed {seed})"
+    return ds
+
+
+def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, val_path: str | None = None,
+                   task: str | None = None, seed: int | None = None) -> Dataset:
+    """The spec's data section with command-line overrides (paths relative to the spec file)."""
+    from .spec import resolve_path
+    d = spec.data
+    path = Path(data_path) if data_path else resolve_path(spec, d.path)
+    if path is None:
+        raise DataError("no data: set data.path in the spec or pass the data file")
+    vpath = Path(val_path) if val_path else resolve_path(spec, d.val_path)
+    tgt = target if target is not None else d.target
+    if isinstance(tgt, str) and tgt.endswith(".npy") and not Path(tgt).is_absolute() and not data_path:
+        tgt = str(resolve_path(spec, tgt))
+    return load_dataset(path, tgt, features=d.features, val_path=vpath, val_fraction=d.val_fraction,
+                        task=task or spec.task, max_rows=d.max_rows,
+                        seed=spec.training.seed if seed is None else seed, x_key=d.x_key, y_key=d.y_key)
+
+
+# ---- numeric arrays for the probes -------------------------------------------------------------
+
+@dataclass
+class ArrayData:
+    """What the probes train on: float32 features, encoded targets, and what was repaired to get there."""
+
+    X: np.ndarray                 # (N, ...) float32
+    y: np.ndarray                 # int64 class ids (classification/binary) or float32 (N, k)
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    task: str
+    n_classes: int | None         # classification/binary; None for regression
+    target_dim: int               # outputs a model needs for regression/multilabel (1 for binary BCE)
+    classes: list[Any] = field(default_factory=list)   # original label values, index = class id
+    repairs: list[str] = field(default_factory=list)   # what was changed so probes could run
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.X.shape[1:])
+
+
+def _numeric_features(X: Any, repairs: list[str]) -> np.ndarray:
+    if isinstance(X, pd.DataFrame):
+        numeric = X.select_dtypes(include=["number"]).columns
+        dropped = [c for c in X.columns if c not in numeric]
+        if dropped:
+            bools = [c for c in dropped if X[c].dtype == bool]
+            X = X.copy()
+            for c in bools:
+                X[c] = X[c].astype(np.float32)
+            dropped = [c for c in dropped if c not in bools]
+            X = X.drop(columns=dropped)
+            if dropped:
+                repairs.append(f"dropped non-numeric feature columns: {', '.join(map(str, dropped[:5]))}"
+                               + (" ..." if len(dropped) > 5 else ""))
+        if X.shape[1] == 0:
+            raise DataError("no numeric feature columns left to train on")
+        return X.to_numpy(dtype=np.float32, na_value=np.nan)
+    arr = np.asarray(X)
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise DataError(f"X has dtype {arr.dtype}; expected numbers")
+    return arr.astype(np.float32)
+
+
+def prepare_arrays(ds: Dataset) -> ArrayData:
+    repairs: list[str] = []
+    Xtr = _numeric_features(ds.X, repairs)
+    Xva = _numeric_features(ds.X_val, []) if ds.X_val is not None else None
+    task = ds.task
+
+    def bad_rows(X: np.ndarray, y: Any) -> np.ndarray:
+        flat = X.reshape(len(X), -1)
+        bad = ~np.isfinite(flat).all(axis=1)
+        yv = pd.DataFrame(y) if not isinstance(y, (pd.Series, pd.DataFrame)) else y
+        bad |= yv.isna().to_numpy().reshape(len(X), -1).any(axis=1)
+        if task == "regression" or task == "multilabel":
+            ynum = pd.DataFrame(yv).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+            bad |= ~np.isfinite(ynum).reshape(len(X), -1).all(axis=1)
+        return bad
+
+    ytr_raw, yva_raw = ds.y, ds.y_val
+    bad = bad_rows(Xtr, ytr_raw)
+    if bad.any():
+        repairs.append(f"dropped {int(bad.sum())} training rows with missing or infinite values")
+        Xtr, ytr_raw = Xtr[~bad], (ytr_raw[~bad] if not hasattr(ytr_raw, "iloc") else ytr_raw.iloc[~bad])
+    if Xva is not None:
+        badv = bad_rows(Xva, yva_raw)
+        if badv.any():
+            repairs.append(f"dropped {int(badv.sum())} validation rows with missing or infinite values")
+            Xva, yva_raw = Xva[~badv], (yva_raw[~badv] if not hasattr(yva_raw, "iloc") else yva_raw.iloc[~badv])
+    if len(Xtr) == 0:
+        raise DataError("no usable training rows (every row has a missing or infinite value)")
+
+    n_classes, classes, target_dim = None, [], 1
+    if task in ("classification", "binary"):
+        ytr_flat = np.asarray(ytr_raw).ravel()
+        yva_flat = np.asarray(yva_raw).ravel() if yva_raw is not None else np.array([], dtype=ytr_flat.dtype)
+        all_labels = pd.Series(np.concatenate([ytr_flat.astype(object), yva_flat.astype(object)]))
+        classes = sorted(all_labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+        lookup = {c: i for i, c in enumerate(classes)}
+        ytr = np.array([lookup[v] for v in ytr_flat.tolist()], dtype=np.int64) if ytr_flat.dtype == object \
+            else np.searchsorted(np.array(classes), ytr_flat).astype(np.int64)
+        yva = None
+        if yva_raw is not None:
+            yva = np.array([lookup[v] for v in yva_flat.tolist()], dtype=np.int64) if yva_flat.dtype == object \
+                else np.searchsorted(np.array(classes), yva_flat).astype(np.int64)
+        n_classes = len(classes)
+        if classes != list(range(n_classes)):
+            repairs.append(f"mapped labels {_short(classes)} to class ids 0..{n_classes - 1}")
+        target_dim = n_classes
+    else:
+        ytr = pd.DataFrame(ytr_raw).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+        ytr = ytr.reshape(len(ytr), -1)
+        yva = None
+        if yva_raw is not None:
+            yva = pd.DataFrame(yva_raw).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+            yva = yva.reshape(len(yva), -1)
+        target_dim = ytr.shape[1]
+    return ArrayData(X=Xtr, y=ytr, X_val=Xva if Xva is not None and len(Xva) else None,
+                     y_val=yva if Xva is not None and len(Xva) else None, task=task, n_classes=n_classes,
+                     target_dim=target_dim, classes=classes, repairs=repairs, feature_names=ds.feature_names)
+
+
+def _short(values: list[Any], n: int = 6) -> str:
+    shown = ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+                      for v in values[:n])
+    return "[" + shown + (", ..." if len(values) > n else "") + "]"
