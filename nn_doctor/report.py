@@ -23,6 +23,9 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     severity: Severity | None = None  # None: the catalogue's default
     verified: dict[str, Any] | None = None  # set when a probe tested the fix
+    # the spec change that implements the fix, as dotted-path overrides ({"data.normalize": "standardize"});
+    # the doctor runs a counterfactual probe with it and --write-fixed applies it. Not serialised.
+    patch: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.code not in CATALOGUE:

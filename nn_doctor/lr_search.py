@@ -1,0 +1,139 @@
+"""The learning-rate probe of seeds/003 ("学习率不合适"): start at 0.1, divide by 10 while the loss
+diverges or does not fall, down to 1e-4; then bisect in log space between the last failing and the
+first working lr to find the edge of stability.
+
+Planned in rounds of independent probes (so an executor can run a round side by side):
+  round 1: every decade from max_lr down to min_lr, plus the configured lr;
+  round 2: BISECT_POINTS log-spaced points between the last failing and the first working decade.
+The decision follows the seeds' order exactly (the first working lr from the top), whatever ran.
+
+Each probe gets a status from its curves, not from one final value:
+  diverged   - a non-finite loss, or the smoothed loss rose above DIVERGE_FACTOR x its start
+               (the probe stopped early), or the final full-batch loss is above the initial one;
+  unstable   - finite, but the smoothed curve climbs back by more than UNSTABLE_RISE of the progress it
+               had made (oscillation), measured after the first fifth of the probe;
+  converging - the full-batch training loss fell by at least MIN_PROGRESS of its initial value;
+  too-slow   - finite and stable, but it fell by less than that.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .probe import ProbeRecord
+
+MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 25% within the probe
+                        # (a probe is ~150 steps; seeds/003: "loss不下降" means essentially no fall)
+UNSTABLE_RISE = 0.5     # climbing back by > 50% of the progress made = oscillating (seeds/003 "学习率设置过大，很容易震荡")
+SETTLE_FRACTION = 0.2   # ignore the first 20% of steps when looking for oscillation (EMA warm-up, early transients)
+BISECT_POINTS = 3       # interior log-spaced points between the failing and the working decade: resolution 10^(1/4) = 1.8x
+SAFETY_FACTOR = 3.0     # recommend at most edge / 3: the edge itself is where training starts to break
+TOO_LOW_RATIO = 0.5     # H301: the configured lr made < 50% of the best lr's progress
+CURVE_POINTS = 40       # points kept of each smoothed curve for the report's chart
+
+WORKING = "converging"
+FAILING = ("diverged", "unstable", "too-slow", "error")
+
+
+def decades(max_lr: float, min_lr: float) -> list[float]:
+    out, lr = [], max_lr
+    while lr >= min_lr * (1 - 1e-9):
+        out.append(float(f"{lr:.6g}"))
+        lr /= 10
+    return out
+
+
+def bisect_points(fail_lr: float, ok_lr: float, n: int = BISECT_POINTS) -> list[float]:
+    lo, hi = math.log10(ok_lr), math.log10(fail_lr)
+    return [float(f"{10 ** (hi - (hi - lo) * k / (n + 1)):.3g}") for k in range(1, n + 1)]
+
+
+def classify(rec: ProbeRecord) -> str:
+    if rec.error is not None:
+        return "error"
+    if rec.stopped in ("non-finite", "diverged") or rec.final_loss is None or rec.initial_loss is None:
+        return "diverged"
+    if rec.final_loss > rec.initial_loss:
+        return "diverged"
+    sm = [v for v in rec.smoothed() if v is not None]
+    progress = (rec.initial_loss - rec.final_loss) / max(abs(rec.initial_loss), 1e-12)
+    start = int(len(sm) * SETTLE_FRACTION)
+    if len(sm) - start >= 5:
+        tail = sm[start:]
+        running_min, worst_rise = tail[0], 0.0
+        for v in tail:
+            running_min = min(running_min, v)
+            worst_rise = max(worst_rise, v - running_min)
+        made = max(sm[0] - min(tail), 1e-12)
+        if worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(sm[0]):
+            return "unstable"
+    return WORKING if progress >= MIN_PROGRESS else "too-slow"
+
+
+@dataclass
+class LrResult:
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    recommended: float | None = None
+    rule: str = ""
+    reason: str | None = None
+    edge: float | None = None               # lowest failing lr above the working ones
+    configured: float | None = None
+    configured_status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tried": self.tried, "recommended": self.recommended, "rule": self.rule, "reason": self.reason,
+                "edge_of_stability": self.edge, "configured": self.configured,
+                "configured_status": self.configured_status}
+
+
+def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
+    sm = rec.smoothed()
+    step = max(1, math.ceil(len(sm) / CURVE_POINTS))
+    return {"lr": lr, "status": status, "initial_loss": rec.initial_loss, "final_loss": rec.final_loss,
+            "best_loss": min((v for v in sm if v is not None), default=None),
+            "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
+            "error": rec.error, "curve": sm[::step]}
+
+
+def first_working(statuses: dict[float, str], lrs: list[float]) -> float | None:
+    """The seeds' descent: from the top, the first lr whose probe works."""
+    for lr in lrs:
+        if statuses.get(lr) == WORKING:
+            return lr
+    return None
+
+
+def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configured: float) -> LrResult:
+    """Turn the probes into statuses, the edge of stability and a recommendation (rule stated)."""
+    statuses = {lr: classify(r) for lr, r in records.items()}
+    res = LrResult(configured=configured, configured_status=statuses.get(configured))
+    res.tried = [summarize(lr, records[lr], statuses[lr]) for lr in sorted(records, reverse=True)]
+    ok = first_working(statuses, decade_lrs)
+    lo, hi = min(decade_lrs) * (1 - 1e-9), max(decade_lrs) * (1 + 1e-9)
+    in_range = {lr: st for lr, st in statuses.items() if lo <= lr <= hi}   # the configured lr may lie outside
+    working = [lr for lr, st in in_range.items() if st == WORKING]
+    if not working:
+        kinds = sorted(set(statuses.values()))
+        res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
+                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)}); the problem is probably not the lr - "
+                      f"see the other steps")
+        return res
+    failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
+    res.edge = min(failing_above) if failing_above else None
+    best = min(working, key=lambda lr: (records[lr].final_loss, -lr))
+    rec_lr = best
+    res.rule = "the working probe with the lowest training loss"
+    if res.edge is not None and rec_lr > res.edge / SAFETY_FACTOR:
+        rec_lr = float(f"{res.edge / SAFETY_FACTOR:.2g}")
+        res.rule += f", capped at the edge of stability ({res.edge:g}) / {SAFETY_FACTOR:g}"
+    res.recommended = rec_lr
+    if ok is not None and ok != best:
+        res.rule += f" (the seeds' descent from {max(decade_lrs):g} first worked at {ok:g})"
+    return res
+
+
+def progress(rec: ProbeRecord) -> float:
+    if rec.initial_loss is None or rec.final_loss is None:
+        return 0.0
+    return rec.initial_loss - rec.final_loss

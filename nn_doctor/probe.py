@@ -1,0 +1,509 @@
+"""The one instrumented training loop every probe uses.
+
+A probe is a pure unit of work: spec (with overrides applied) + settings + seed -> ProbeRecord. It
+builds the model from the spec with the probe's seed, trains `steps` minibatch steps on data that is
+already on the device, and records:
+
+- every step: the training loss (kept in a device buffer; read back every CHECK_EVERY steps, so a CUDA
+  probe makes no host round-trip per step);
+- every `eval_every` steps: the validation loss;
+- at init and every `record_every` steps, per layer: gradient norm, activation mean/std, the fraction
+  of ReLU-family units inactive on the whole batch, the fraction of sigmoid/tanh outputs saturated,
+  and the update-to-weight norm ratio;
+- the first step and the first layer where a NaN/Inf appears (found by replaying the step from the
+  last snapshot with every hook armed, so the normal path pays nothing for it).
+
+It stops early once the outcome is clear (non-finite loss, smoothed loss far above its start) and at
+its time budget. Everything it keeps is plain floats: no record holds a tensor or a graph.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ArrayData
+from .model import apply_init, build_loss, build_model, build_optimizer, layer_table
+from .spec import Spec
+
+# ---- constants ------------------------------------------------------------------------------
+CHECK_EVERY = 10          # steps between host read-backs of the loss buffer (one sync per 10 steps on CUDA)
+DIVERGE_FACTOR = 4.0      # smoothed loss > 4x its start = diverged (Lightning's lr finder uses 4, torch-lr-finder 5)
+EMA_BETA = 0.9            # loss smoothing with bias correction; shorter window than lr finders' 0.98: probes are short
+EVAL_ROWS = 2048          # rows of train/val used for full-batch loss evaluations (enough for a stable mean)
+SATURATION_SIGMOID = 0.01  # sigmoid output within 0.01 of 0/1: derivative s(1-s) < 0.01 (flat region)
+SATURATION_TANH = 0.99    # |tanh| > 0.99: derivative 1 - y^2 < 0.02
+RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.Hardswish, nn.PReLU, nn.RReLU)
+DEAD_THRESHOLD = 0.0      # a ReLU-family unit is inactive on a sample when its output <= 0
+
+
+@dataclass
+class ProbeSettings:
+    name: str = "probe"
+    steps: int = 150
+    batch_size: int | None = None     # None: the spec's training.batch_size
+    subset: int | None = None         # train on the first `subset` rows of a seeded permutation
+    eval_every: int = 25              # validation loss cadence (0: never)
+    record_every: int = 25            # per-layer statistics cadence (0: only at init)
+    instrument: bool = True           # per-layer hooks at all
+    stop_on_divergence: bool = True
+    budget_s: float | None = None     # wall-clock cap for this probe
+    seed: int = 0
+
+
+@dataclass
+class ProbeRecord:
+    name: str
+    settings: dict[str, Any]
+    overrides: dict[str, Any]
+    losses: list[float | None] = field(default_factory=list)        # per step; None = non-finite
+    val_losses: list[tuple[int, float | None]] = field(default_factory=list)
+    train_eval: list[tuple[int, float | None]] = field(default_factory=list)  # full-batch train loss (no dropout)
+    initial_loss: float | None = None        # full-batch training loss at init
+    final_loss: float | None = None          # full-batch training loss at the end (None if non-finite)
+    initial_val_loss: float | None = None
+    final_val_loss: float | None = None
+    init_layers: dict[str, dict[str, float]] = field(default_factory=dict)   # layer stats at init (step 0)
+    layers: list[dict[str, Any]] = field(default_factory=list)   # [{"step": s, "stats": {layer: {...}}}]
+    first_nonfinite: dict[str, Any] | None = None
+    params_without_grad: list[str] = field(default_factory=list)
+    params_unchanged: list[str] = field(default_factory=list)
+    stopped: str = "completed"               # completed | diverged | non-finite | budget | error
+    error: str | None = None
+    steps_run: int = 0
+    wall_s: float = 0.0
+    step_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    device: str = "cpu"
+    n_params: int = 0
+    layer_kinds: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def smoothed(self) -> list[float | None]:
+        return ema(self.losses)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.stopped not in ("diverged", "non-finite")
+
+
+def ema(values: list[float | None], beta: float = EMA_BETA) -> list[float | None]:
+    """Bias-corrected exponential moving average; stops (None) from the first non-finite value on."""
+    out: list[float | None] = []
+    avg = 0.0
+    for i, v in enumerate(values):
+        if v is None or not math.isfinite(v):
+            out.extend([None] * (len(values) - i))
+            break
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+# ---- data on the device -----------------------------------------------------------------------
+
+class DeviceData:
+    """The arrays moved to the device once; normalised variants computed once and cached."""
+
+    def __init__(self, arrays: ArrayData, device: torch.device):
+        self.arrays = arrays
+        self.device = device
+        self.task = arrays.task
+        self.n_classes = arrays.n_classes
+        self.sample_shape = arrays.sample_shape
+        self._X = torch.as_tensor(arrays.X, device=device)
+        self._Xv = torch.as_tensor(arrays.X_val, device=device) if arrays.X_val is not None else None
+        classy = arrays.task in ("classification", "binary")
+        ydt = torch.long if classy else torch.float32
+        self.y = torch.as_tensor(arrays.y, device=device, dtype=ydt)
+        self.y_val = torch.as_tensor(arrays.y_val, device=device, dtype=ydt) if arrays.y_val is not None else None
+        self._cache: dict[tuple, tuple] = {}
+
+    def view(self, normalize: str, normalize_target: bool):
+        """(X, y, X_val, y_val) with the spec's normalisation; statistics from the training rows only."""
+        key = (normalize, normalize_target and self.task == "regression")
+        if key not in self._cache:
+            X, Xv, y, yv = self._X, self._Xv, self.y, self.y_val
+            if normalize != "none":
+                # per feature for tables, per channel for (N, C, ...) arrays
+                dims = (0,) if X.dim() == 2 else (0,) + tuple(range(2, X.dim()))
+                if X.dim() == 3:      # sequences (N, T, F): per feature over samples and time
+                    dims = (0, 1)
+                if normalize == "standardize":
+                    mu, sd = X.mean(dim=dims, keepdim=True), X.std(dim=dims, keepdim=True)
+                    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+                    X, Xv = (X - mu) / sd, (None if Xv is None else (Xv - mu) / sd)
+                else:
+                    lo, hi = X.amin(dim=dims, keepdim=True), X.amax(dim=dims, keepdim=True)
+                    rng = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+                    X, Xv = (X - lo) / rng, (None if Xv is None else (Xv - lo) / rng)
+            if key[1]:
+                mu, sd = y.mean(dim=0, keepdim=True), y.std(dim=0, keepdim=True).clamp_min(1e-12)
+                y, yv = (y - mu) / sd, (None if yv is None else (yv - mu) / sd)
+            self._cache[key] = (X, y, Xv, yv)
+        return self._cache[key]
+
+
+def targets_for_loss(y: torch.Tensor, loss_name: str, task: str, n_out: int) -> torch.Tensor:
+    """The target tensor in the form the loss expects, given how the model's output is shaped.
+
+    Keeps probes running on mismatched specs (MSE on class labels, BCE on several outputs) so the
+    counterfactual probes can compare them; the static checks report the mismatch itself.
+    """
+    classy = task in ("classification", "binary")
+    if loss_name in ("cross_entropy", "nll"):
+        if classy:
+            return y
+        return y.float()
+    if classy:  # bce / mse / l1 / huber on class ids
+        if n_out == 1:
+            return y.float().unsqueeze(1)
+        return F.one_hot(y, num_classes=n_out).float() if int(y.max()) < n_out else y.float().unsqueeze(1)
+    return y.float()
+
+
+# ---- instrumentation ----------------------------------------------------------------------------
+
+class Instruments:
+    """Forward hooks on the model's leaf layers. Idle hooks return at once; armed ones reduce to tensors
+    kept on the device until the record is written (one read-back per record)."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = layer_table(model)
+        self.kinds = {name: kind for name, _, kind in self.layers}
+        self.armed = False
+        self.nan_watch = False
+        self.first_bad_layer: str | None = None
+        self.acts: dict[str, dict[str, torch.Tensor]] = {}
+        self.handles = []
+        for name, module, kind in self.layers:
+            self.handles.append(module.register_forward_hook(self._hook(name, module, kind)))
+        # parameters grouped by layer, for grad norms and update ratios
+        self.params: dict[str, list[torch.nn.Parameter]] = {}
+        for name, module, kind in self.layers:
+            ps = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if kind == "recurrent":
+                ps = [p for p in module.parameters() if p.requires_grad]
+            if ps and kind in ("linear", "conv", "recurrent", "norm", "other"):
+                self.params[name] = ps
+
+    def _hook(self, name: str, module: nn.Module, kind: str):
+        is_relu = isinstance(module, RELU_FAMILY)
+        is_sig = isinstance(module, (nn.Sigmoid, nn.Hardsigmoid))
+        is_tanh = isinstance(module, (nn.Tanh, nn.Hardtanh))
+
+        def hook(mod, inputs, output):
+            if not (self.armed or self.nan_watch):
+                return
+            out = output[0] if isinstance(output, tuple) else output
+            if not torch.is_tensor(out) or not out.is_floating_point():
+                return
+            out = out.detach()
+            if self.nan_watch and self.first_bad_layer is None and not bool(torch.isfinite(out).all()):
+                self.first_bad_layer = name
+            if not self.armed:
+                return
+            stats = {"act_mean": out.mean(), "act_std": out.std() if out.numel() > 1 else out.new_zeros(())}
+            if is_relu and out.dim() >= 2:
+                # a unit (feature/channel) is dead on this batch when it is <= 0 for every sample (and position)
+                per_unit = out.transpose(0, 1).reshape(out.shape[1], -1)
+                stats["dead_frac"] = (per_unit.amax(dim=1) <= DEAD_THRESHOLD).float().mean()
+            if is_sig:
+                stats["sat_frac"] = ((out < SATURATION_SIGMOID) | (out > 1 - SATURATION_SIGMOID)).float().mean()
+            if is_tanh:
+                stats["sat_frac"] = (out.abs() > SATURATION_TANH).float().mean()
+            self.acts[name] = stats
+        return hook
+
+    def grad_norms(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, ps in self.params.items():
+            grads = [p.grad for p in ps if p.grad is not None]
+            if grads:
+                out[name] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        return out
+
+    def weights(self) -> dict[str, list[torch.Tensor]]:
+        return {name: [p.detach().clone() for p in ps] for name, ps in self.params.items()}
+
+    def update_ratios(self, before: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, ps in self.params.items():
+            old = before.get(name)
+            if not old:
+                continue
+            dn = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
+                [p.detach() - o for p, o in zip(ps, old)])))
+            wn = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(old)))
+            out[name] = dn / wn.clamp_min(1e-12)
+        return out
+
+    def collect(self, grads: dict[str, torch.Tensor], ratios: dict[str, torch.Tensor] | None) -> dict[str, dict]:
+        """One read-back: stack every recorded scalar, move to the host once, rebuild the dict."""
+        keys, vals = [], []
+        for name, stats in self.acts.items():
+            for k, v in stats.items():
+                keys.append((name, k))
+                vals.append(v.float())
+        for name, v in grads.items():
+            keys.append((name, "grad_norm"))
+            vals.append(v.float())
+        for name, v in (ratios or {}).items():
+            keys.append((name, "update_ratio"))
+            vals.append(v.float())
+        self.acts = {}
+        if not vals:
+            return {}
+        host = torch.stack(vals).cpu().tolist()
+        out: dict[str, dict] = {}
+        for (name, k), v in zip(keys, host):
+            out.setdefault(name, {})[k] = v if math.isfinite(v) else None
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return None
+
+
+@torch.no_grad()
+def _full_loss(model, loss_fn, X, y, loss_name, task, batch: int = 1024) -> float | None:
+    """Mean loss over up to EVAL_ROWS rows in eval mode (no dropout), in chunks."""
+    if X is None or len(X) == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    n = min(len(X), EVAL_ROWS)
+    total, count = None, 0
+    for i in range(0, n, batch):
+        xb, yb = X[i:i + batch][: n - i], y[i:i + batch][: n - i]
+        out = model(xb)
+        lv = loss_fn(out, targets_for_loss(yb, loss_name, task, out.shape[-1] if out.dim() > 1 else 1))
+        total = lv * len(xb) if total is None else total + lv * len(xb)
+        count += len(xb)
+    model.train(was_training)
+    v = float(total / count)
+    return v if math.isfinite(v) else None
+
+
+def build_for_probe(spec: Spec, data: DeviceData, seed: int):
+    """Model (seeded init), loss and optimizer as the spec says, on the data's device."""
+    torch.manual_seed(seed)
+    model = build_model(spec.model, data.sample_shape, spec.base_dir)
+    apply_init(model, spec.model.init, seed)
+    model = model.to(data.device)
+    loss_fn = build_loss(spec.loss, data.task, data.y, data.n_classes)
+    optimizer = build_optimizer(spec.optimizer, model.parameters())
+    return model, loss_fn, optimizer
+
+
+def run_probe(spec: Spec, data: DeviceData, settings: ProbeSettings,
+              overrides: dict[str, Any] | None = None) -> ProbeRecord:
+    """Train a fresh model from `spec` for settings.steps steps and record what happened.
+
+    The global RNG state is forked, so the caller's RNG is the same after the probe as before.
+    A probe that diverges is a result; a probe that raises (bad shapes, out of memory) is recorded
+    with `error` set. KeyboardInterrupt propagates.
+    """
+    devices = [data.device.index or 0] if data.device.type == "cuda" else []
+    rec = ProbeRecord(name=settings.name, settings=asdict(settings), overrides=dict(overrides or {}),
+                      device=str(data.device))
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=devices):
+        try:
+            _train(spec, data, settings, rec)
+        except torch.cuda.OutOfMemoryError as err:
+            rec.stopped, rec.error = "error", f"out of memory: {str(err).splitlines()[0]}"
+            torch.cuda.empty_cache()
+        except (RuntimeError, ValueError, IndexError, TypeError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            rec.stopped, rec.error = "error", f"{type(err).__name__}: {msg}"
+            if "out of memory" in msg.lower() and data.device.type == "cuda":
+                rec.error = f"out of memory: {msg}"
+                torch.cuda.empty_cache()
+    rec.wall_s = time.perf_counter() - t0
+    return rec
+
+
+def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> None:
+    device = data.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model, loss_fn, opt = build_for_probe(spec, data, s.seed)
+    rec.n_params = sum(p.numel() for p in model.parameters())
+    X, y, Xv, yv = data.view(spec.data.normalize, spec.data.normalize_target)
+    loss_name = spec.loss.name
+    gen = torch.Generator().manual_seed(s.seed)     # batch order: a seeded permutation per epoch
+    if s.subset is not None and s.subset < len(X):
+        idx = torch.randperm(len(X), generator=gen)[: s.subset].to(device)
+        X, y = X[idx], y[idx]
+    n = len(X)
+    bs = min(s.batch_size or spec.training.batch_size, n)
+    clip = spec.optimizer.grad_clip
+    inst = Instruments(model) if s.instrument else None
+    rec.layer_kinds = inst.kinds if inst else {}
+    model.train()
+
+    rec.initial_loss = _full_loss(model, loss_fn, X, y, loss_name, data.task)
+    rec.initial_val_loss = _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)
+    if rec.initial_val_loss is not None:
+        rec.val_losses.append((0, rec.initial_val_loss))
+    rec.train_eval.append((0, rec.initial_loss))
+
+    losses = torch.empty(s.steps, device=device)   # the per-step loss buffer, read back every CHECK_EVERY
+    perm = torch.randperm(n, generator=gen).to(device)
+    pos = 0
+    snapshot = None        # (step, model state, optimizer state, rng) for replaying a non-finite step
+    read = 0               # how many losses were read back
+    step_times = []
+    start = time.perf_counter()
+    smoothed_ref = None
+    params_all = [(nm, p) for nm, p in model.named_parameters()]
+    initial_params = {nm: p.detach().clone() for nm, p in params_all} if s.instrument else {}
+    step = 0
+    batches: list[torch.Tensor] = []   # batch indices since the snapshot (for the replay)
+    for step in range(s.steps):
+        if step % CHECK_EVERY == 0:
+            snapshot = (step, {k: v.detach().clone() for k, v in model.state_dict().items()},
+                        _clone_opt_state(opt), torch.get_rng_state())
+            batches = []
+        if pos + bs > n:
+            perm = torch.randperm(n, generator=gen).to(device)
+            pos = 0
+        bidx = perm[pos:pos + bs]
+        pos += bs
+        batches.append(bidx)
+        xb, yb = X[bidx], y[bidx]
+        record = inst is not None and (step == 0 or (s.record_every and step % s.record_every == 0))
+        if inst is not None:
+            inst.armed = record
+        out = model(xb)
+        loss = loss_fn(out, targets_for_loss(yb, loss_name, data.task, out.shape[-1] if out.dim() > 1 else 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if inst is not None:
+            inst.armed = False
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        grads = inst.grad_norms() if record else {}
+        before = inst.weights() if record else None
+        if step == 0 and s.instrument:
+            rec.params_without_grad = [nm for nm, p in params_all if p.requires_grad and p.grad is None]
+            rec.params_without_grad += [nm for nm, p in params_all if not p.requires_grad]
+        opt.step()
+        losses[step] = loss.detach()
+        if record:
+            stats = inst.collect(grads, inst.update_ratios(before))
+            if step == 0:
+                rec.init_layers = stats
+            rec.layers.append({"step": step, "stats": stats})
+        if s.eval_every and step > 0 and step % s.eval_every == 0 and Xv is not None:
+            rec.val_losses.append((step, _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)))
+        if (step + 1) % CHECK_EVERY == 0 or step == s.steps - 1:
+            vals = losses[read:step + 1].cpu().tolist()
+            read = step + 1
+            for v in vals:
+                rec.losses.append(v if math.isfinite(v) else None)
+            step_times.append((time.perf_counter() - start) / read)
+            bad = next((i for i, v in enumerate(rec.losses) if v is None), None)
+            if bad is not None:
+                rec.stopped = "non-finite"
+                rec.first_nonfinite = _locate_nonfinite(model, opt, loss_fn, X, y, snapshot, batches, bad,
+                                                        loss_name, data.task, clip)
+                break
+            sm = ema(rec.losses)
+            if smoothed_ref is None:
+                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else sm[0]
+            if s.stop_on_divergence and smoothed_ref and sm[-1] is not None and sm[-1] > DIVERGE_FACTOR * smoothed_ref:
+                rec.stopped = "diverged"
+                break
+            if s.budget_s is not None and time.perf_counter() - start > s.budget_s:
+                rec.stopped = "budget"
+                break
+    rec.steps_run = len(rec.losses)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    rec.step_time_s = elapsed / max(rec.steps_run, 1)
+    if rec.stopped != "non-finite":
+        rec.final_loss = _full_loss(model, loss_fn, X, y, loss_name, data.task)
+        rec.train_eval.append((rec.steps_run, rec.final_loss))
+        if Xv is not None:
+            rec.final_val_loss = _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)
+            if not rec.val_losses or rec.val_losses[-1][0] != rec.steps_run:
+                rec.val_losses.append((rec.steps_run, rec.final_val_loss))
+        if rec.final_loss is None and rec.first_nonfinite is None:
+            rec.first_nonfinite = {"step": rec.steps_run, "where": "weights", "layer": None}
+    if s.instrument and rec.stopped not in ("non-finite",):
+        rec.params_unchanged = [nm for nm, p in params_all
+                                if p.requires_grad and nm in initial_params and torch.equal(p.detach(), initial_params[nm])]
+    rec.peak_memory_bytes = _peak_memory(device)
+    if inst is not None:
+        inst.remove()
+
+
+def _clone_opt_state(opt: torch.optim.Optimizer) -> dict:
+    sd = opt.state_dict()
+    return {"state": {k: {kk: (vv.clone() if torch.is_tensor(vv) else vv) for kk, vv in v.items()}
+                      for k, v in sd["state"].items()},
+            "param_groups": [dict(g) for g in sd["param_groups"]]}
+
+
+def _locate_nonfinite(model, opt, loss_fn, X, y, snapshot, batches, bad_step, loss_name, task, clip) -> dict:
+    """Replay from the last snapshot with NaN watches armed: the first step, and where it first shows
+    (a layer's output in the forward pass, the loss, a gradient, or the weights after the update)."""
+    step0, mstate, ostate, rng = snapshot
+    model.load_state_dict(mstate)
+    opt.load_state_dict(ostate)
+    torch.set_rng_state(rng)
+    inst = Instruments(model)
+    inst.nan_watch = True
+    names = dict(model.named_parameters())
+    try:
+        for k, bidx in enumerate(batches):
+            step = step0 + k
+            inst.first_bad_layer = None
+            out = model(X[bidx])
+            if inst.first_bad_layer is not None:
+                return {"step": step, "where": "forward", "layer": inst.first_bad_layer}
+            loss = loss_fn(out, targets_for_loss(y[bidx], loss_name, task, out.shape[-1] if out.dim() > 1 else 1))
+            if not bool(torch.isfinite(loss)):
+                return {"step": step, "where": "loss", "layer": None}
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for nm, p in names.items():
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                    return {"step": step, "where": "gradient", "layer": _layer_of(nm, inst)}
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            for nm, p in names.items():
+                if not bool(torch.isfinite(p).all()):
+                    return {"step": step, "where": "weights", "layer": _layer_of(nm, inst)}
+    finally:
+        inst.remove()
+    return {"step": bad_step, "where": "loss", "layer": None}
+
+
+def _layer_of(param_name: str, inst: Instruments) -> str:
+    prefix = param_name.rsplit(".", 1)[0]
+    for name, module, kind in inst.layers:
+        if name.split(":")[0] == prefix:
+            return name
+    return prefix
