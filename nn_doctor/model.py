@@ -118,7 +118,7 @@ class RecurrentLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return out[:, 0, :]
+        return out[:, -1, :]
 
 
 class Residual(nn.Sequential):
@@ -332,8 +332,8 @@ def _construct(typ: str, layer, in_shape: tuple[int, ...], path: str, top: int) 
             close = difflib.get_close_matches(key, settable, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             takes = ", ".join(settable) if settable else "no arguments"
-            raise err(f"unknown argument '{key}' ({hint}{typ} takes: {takes}"
-                      f"{'; out is the output size' if out_key else ''})", bad_key=key)
+            raise err(f"unknown argument '{key}'; {hint}{typ} takes: {takes}"
+                      f"{' (and out, the output size)' if out_key else ''}", bad_key=key)
     for key in sorted(required):
         if key not in kw:
             raise err(f"needs '{key}', e.g. {{type: {typ}, {key}: {_example(typ, key)}}}", missing_key=key)

@@ -145,9 +145,11 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
     lines.append([(f"nn-doctor {report.command}" + (f" — {inputs}" if inputs else ""), "bold")])
     for note in report.notes:
         lines.append([(note, "")])
-    if verbose and (report.environment or report.timing):
+    if verbose:
         took = f"took {fmt_num(report.timing['total_s'], 3)} s" if _finite(report.timing.get("total_s")) else ""
-        lines.append([("; ".join(filter(None, [_inputs_summary(report.environment), took])), "dim")])
+        env = "; ".join(filter(None, [_inputs_summary(report.environment), took]))
+        if env:
+            lines.append([(env, "dim")])
 
     rows = _rows(report)
     for res, findings in rows:  # rows follow each other without blank lines (flutter doctor)
