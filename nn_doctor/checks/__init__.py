@@ -7,6 +7,7 @@ exception text (flutter doctor's crash validator), never a traceback.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -50,9 +51,20 @@ def as_list(result: CheckResult) -> list[Finding]:
     return [f for f in result if f is not None]
 
 
+_STEP_MODULES = {"D": "data", "M": "model", "H": "hyper", "G": "gradients", "R": "resources"}
+
+
+def load_step(letter: str) -> None:
+    """Import the module holding a step's checks (registration happens on import; torch only when needed)."""
+    importlib.import_module(f".{_STEP_MODULES[letter]}", __name__)
+
+
 def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str], ignore: list[str]) -> list[Finding]:
     """Run the registered, enabled checks for `codes`; add their findings to `report`; return them."""
     found: list[Finding] = []
+    codes = list(codes)
+    for letter in sorted({c[0] for c in codes}):
+        load_step(letter)
     for code in codes:
         chk = REGISTRY.get(code)
         if chk is None or not enabled(code, select, ignore):

@@ -1,0 +1,1378 @@
+"""Step 1 — the data checks (D100..D114), one small function per code.
+
+`DataContext` is built once from a `Dataset` and computes the statistics every check reads, once and
+vectorised: per-column count/NaN/inf/mean/std/min/max/max|x|, median and MAD, robust-z outlier counts,
+row hashes, label counts and the single-feature leakage scores. Each is a cached property, so a check
+that is deselected costs nothing and two checks that read the same numbers share them.
+
+How the features are viewed:
+
+- tables: the numeric columns (bool, string, date and category columns are D103 and left out);
+- arrays (N, F): one statistic per feature;
+- arrays (N, T, F): one statistic per feature F, pooled over the T steps;
+- arrays (N, C, H, W, ...): one statistic per channel, pooled over the pixels. Image borders are
+  constant by nature, so no per-pixel table is ever built; evidence lists at most
+  MAX_EVIDENCE_COLUMNS columns/channels.
+
+The data are read in row chunks of about CHUNK_ELEMENTS values (float64), so the memory the checks
+need stays a small fraction of the frame's. Medians and MADs come from a seeded sample of at most
+MEDIAN_SAMPLE_ROWS rows (exact below that): the robust centre and scale of 100,000 values are within
+a fraction of a percent of the full-data ones, and the outlier counts themselves use every row.
+
+Every threshold is a module constant with a one-line rationale; each finding puts the thresholds it
+used into `evidence["thresholds"]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..catalogue import Severity, Step
+from ..data import Dataset
+from ..report import Finding, Report
+from . import check, run_checks
+
+DATA_CODES = ["D100", "D101", "D102", "D103", "D104", "D105", "D106", "D107", "D108", "D109", "D110",
+              "D111", "D112", "D113", "D114"]
+
+# ---- thresholds --------------------------------------------------------------------------------
+# D104 unscaled-features
+FEATURE_STD_HIGH = 10.0        # std > 10: an order of magnitude above a standardized feature's 1
+FEATURE_STD_LOW = 0.1          # 0 < std < 0.1: an order below (not for columns within [-1, 1] or two-valued)
+FEATURE_MEAN_HIGH = 3.0        # |mean| > 3: the centre is 3 standardized units away from 0
+SCALE_SPREAD_LIMIT = 100.0     # max std / min std of columns outside [-1, 1] > 100: two orders of magnitude
+MAX_ABS_ERROR = 1e3            # findings.md: D104 is an error when some feature's max |x| exceeds 1e3
+# D106 extreme-outliers
+ROBUST_Z_CONST = 0.6745        # robust z = 0.6745 * (x - median) / MAD (Iglewicz & Hoaglin 1993)
+ROBUST_Z_LIMIT = 50.0          # far beyond the usual 3.5: clean breast_cancer's heaviest tail ('area error') reaches 38
+# D108 unscaled-target
+TARGET_MEAN_HIGH = 10.0        # |mean| > 10: initial MSE ~ mean^2 > 100, gradients dominated by the offset
+TARGET_STD_HIGH = 10.0         # std > 10: an order of magnitude above a standardized target
+# D109 class-imbalance
+IMBALANCE_RATIO = 10.0         # majority/minority >= 10 is the usual "imbalanced" cut (findings.md)
+# D110 duplicates-or-conflicts
+DUPLICATE_FRACTION = 0.01      # duplicates of >= 1% of the training rows (a stray one, as in iris, is noise)
+LEAK_ROWS_FRACTION = 0.01      # >= 1% of the validation rows also appear in training
+CONFLICT_MIN_GROUPS = 1        # any feature vector seen with two labels is a labelling question
+# D111 too-little-data
+MIN_CLASS_SAMPLES = 10         # findings.md "fewer than ~10 samples for some class"
+PARAMS_PER_SAMPLE_LIMIT = 10.0  # n_params > 10 x n_train: "samples far fewer than parameters"
+# D112 target-leakage
+LEAK_SCREEN_ETA2 = 0.5         # screen on the sample: a column must explain >= half the label variance (eta^2)
+LEAK_SCREEN_R = 0.9            # regression screen (on the sample): |r| >= 0.9 gets the exact |r| on every row
+LEAK_MAX_ERROR = 0.01          # a one-feature rule with >= 99% accuracy ...
+LEAK_BASELINE_FACTOR = 0.1     # ... and at most a tenth of the majority-class baseline's error
+LEAK_MIN_ABS_R = 0.99          # regression: |Pearson r| >= 0.99 with a single feature
+# D113 train-validation-shift
+SHIFT_SMD = 0.5                # |mean_train - mean_val| / pooled std > 0.5 (Cohen's "medium" effect)
+SHIFT_MIN_Z = 5.0              # ... and 5 standard errors from 0, so a random split of small data does not fire
+LABEL_SHIFT_TVD = 0.1          # total variation distance between class frequencies >= 0.1 ...
+LABEL_SHIFT_MIN_Z = 5.0        # ... with some class's proportion difference 5 standard errors from 0
+# D114 degenerate-target: no threshold (a single class / zero variance)
+
+# ---- implementation limits (not thresholds) ----------------------------------------------------
+CHUNK_ELEMENTS = 1 << 20       # values per row chunk (8 MiB as float64): bounds the checks' temporaries
+MEDIAN_SAMPLE_ROWS = 100_000   # median/MAD from at most this many rows of the statistics view (seeded)
+LEAK_SAMPLE_VALUES = 5_000_000  # images/sequences: D112's screen reads at most this many values (~40 MB)
+MAX_EVIDENCE_COLUMNS = 10      # evidence lists the worst columns only
+MAX_EXAMPLE_ROWS = 5           # example row indices per duplicate/conflict kind
+MAX_LEAK_CANDIDATES = 20       # D112 sorts at most this many screened columns (best first)
+SEED = 0                       # the sample for medians and the tie order for D112
+
+CLASS_INDEX_LOSSES = ("cross_entropy", "nll")
+BINARY_LOSSES = ("bce", "bce_with_logits")
+
+
+# ---- formatting --------------------------------------------------------------------------------
+
+def _g(x: Any) -> str:
+    """A number for a message: 3 significant digits, integers as integers."""
+    if x is None:
+        return "-"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not np.isfinite(x):
+        return str(x)
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.3g}"
+
+
+def _short(values: list[Any], n: int = 6) -> str:
+    shown = ", ".join(repr(v) if isinstance(v, str) else _g(v) if isinstance(v, (float, np.floating)) else str(v)
+                      for v in values[:n])
+    return "[" + shown + (", ..." if len(values) > n else "") + "]"
+
+
+def _n(count: int, word: str) -> str:
+    """'1 feature', '3 features'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _pyval(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+# ---- hashing (D110) ----------------------------------------------------------------------------
+# Two stages: a cheap linear hash of every row (one multiply and a sum per value), then the strong
+# splitmix64-based hash only for the rows whose cheap hash is not unique. Equal rows always share the cheap
+# hash, so no duplicate is missed; the strong hash separates the rows the cheap one merely collided.
+
+_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_KEYS: dict[int, np.ndarray] = {}
+
+
+def _column_keys(k: int) -> np.ndarray:
+    """k random odd 64-bit multipliers (fixed seed): the cheap hash's per-column weights."""
+    if k not in _KEYS:
+        _KEYS[k] = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=k,
+                                                             dtype=np.uint64, endpoint=True) | np.uint64(1)
+    return _KEYS[k]
+
+
+def _canonical_bits(M: np.ndarray, all_finite: bool) -> np.ndarray:
+    M = M + 0.0                                      # -0.0 + 0.0 == +0.0 (and a fresh buffer)
+    if not all_finite:
+        M[np.isnan(M)] = np.nan                      # one NaN bit pattern
+    return M.view(np.uint64)
+
+
+def _cheap_hash_rows(M: np.ndarray, all_finite: bool = False) -> np.ndarray:
+    bits = _canonical_bits(M, all_finite)
+    bits *= _column_keys(M.shape[1])                 # wraps modulo 2**64
+    return bits.sum(axis=1, dtype=np.uint64)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * _M1
+    z = z ^ (z >> np.uint64(27))
+    z = z * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def _strong_hash_rows(M: np.ndarray) -> np.ndarray:
+    """One uint64 per row: splitmix64 of every value salted with its column, summed."""
+    bits = _canonical_bits(M, False)
+    bits ^= np.arange(M.shape[1], dtype=np.uint64) * _GOLDEN
+    with np.errstate(over="ignore"):
+        return _mix(bits).sum(axis=1, dtype=np.uint64)
+
+
+def _hash_values(values: Any) -> np.ndarray:
+    """One uint64 per row of a Series/DataFrame/array of any dtype (pandas' hashing)."""
+    if isinstance(values, np.ndarray):
+        values = pd.DataFrame(values.reshape(len(values), -1)) if values.ndim > 1 else pd.Series(values)
+    return pd.util.hash_pandas_object(values, index=False).to_numpy()
+
+
+# ---- the feature views ---------------------------------------------------------------------------
+
+def _is_numeric_dtype(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+class _Part:
+    """One split (train or validation) of the features, read as float64 row chunks.
+
+    The statistics view has one column per table column / feature / channel (k columns); the sample
+    view has one flattened row per sample (sample_width columns). For tables and (N, F) arrays they
+    are the same.
+    """
+
+    def __init__(self, X: Any, kind: str, numeric_cols: list[int]):
+        self.X = X
+        self.numeric_cols = numeric_cols          # table: positions of the numeric columns
+        self.n = 0 if X is None else len(X)
+        if kind == "table":
+            self.layout = "table"
+            self.k = len(numeric_cols)
+            self.rows_per_sample = 1
+            self.sample_width = self.k
+            return
+        numeric = _is_numeric_dtype(X.dtype)
+        self.layout = "matrix" if X.ndim == 2 else "sequence" if X.ndim == 3 else "image"
+        self.sample_width = int(np.prod(X.shape[1:])) if numeric else 0
+        if not numeric:
+            self.k, self.rows_per_sample = 0, 1
+        elif self.layout == "matrix":
+            self.k, self.rows_per_sample = X.shape[1], 1
+        elif self.layout == "sequence":             # (N, T, F): per feature F, pooled over T
+            self.k, self.rows_per_sample = X.shape[2], X.shape[1]
+        else:                                       # (N, C, H, W, ...): per channel, pooled over pixels
+            self.k, self.rows_per_sample = X.shape[1], int(np.prod(X.shape[2:]))
+
+    @property
+    def fused(self) -> bool:
+        return self.layout in ("table", "matrix")
+
+    def stat_rows(self, a: np.ndarray | slice, cols: list[int] | None = None) -> np.ndarray:
+        """Rows of the statistics view for samples `a` (a slice or sorted positions), float64."""
+        if self.layout == "table":
+            pos = self.numeric_cols if cols is None else [self.numeric_cols[j] for j in cols]
+            frame = self.X.iloc[a] if pos == list(range(self.X.shape[1])) else self.X.iloc[a, pos]
+            return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+        part = self.X[a]
+        if self.layout == "image":                  # (n, C, H, W) -> (n*H*W, C)
+            part = np.moveaxis(part, 1, -1)
+        out = part.reshape(-1, self.k)
+        return (out if cols is None else out[:, cols]).astype(np.float64)
+
+    def sample_rows(self, a: np.ndarray | slice) -> np.ndarray:
+        """One flattened float64 row per sample in `a`."""
+        if self.fused:
+            return self.stat_rows(a)
+        part = self.X[a]
+        return part.reshape(len(part), -1).astype(np.float64)
+
+    def _chunk_starts(self, width: int) -> Iterator[tuple[int, int]]:
+        step = max(1, CHUNK_ELEMENTS // max(1, width))
+        for a in range(0, self.n, step):
+            yield a, min(self.n, a + step)
+
+    def stat_chunks(self, cols: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, rows of the statistics view) per chunk; `cols` restricts the stat columns."""
+        if self.k == 0:
+            return
+        width = (self.k if cols is None else len(cols)) * self.rows_per_sample
+        for a, b in self._chunk_starts(width):
+            yield a, self.stat_rows(slice(a, b), cols)
+
+    def sample_chunks(self, positions: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, flattened rows) per chunk, of every sample or of the sorted `positions`."""
+        if self.sample_width == 0:
+            return
+        if positions is None:
+            for a, b in self._chunk_starts(self.sample_width):
+                yield a, self.sample_rows(slice(a, b))
+            return
+        step = max(1, CHUNK_ELEMENTS // self.sample_width)
+        for a in range(0, len(positions), step):
+            yield a, self.sample_rows(positions[a:a + step])
+
+    def sample_positions(self, max_samples: int) -> np.ndarray | None:
+        """A seeded, sorted sample of at most `max_samples` sample positions; None means all of them."""
+        max_samples = max(1, max_samples)
+        if self.n <= max_samples:
+            return None
+        return np.sort(np.random.default_rng(SEED).choice(self.n, size=max_samples, replace=False))
+
+    def sample_column(self, j: int) -> np.ndarray:
+        """All values of flattened feature j, float64 (D112 sorts a few candidate columns)."""
+        if self.layout == "table":
+            return self.X.iloc[:, self.numeric_cols[j]].to_numpy(dtype=np.float64, na_value=np.nan)
+        return self.X.reshape(self.n, -1)[:, j].astype(np.float64)
+
+
+@dataclass
+class ColumnStats:
+    """Per stat column (table column / feature / channel) statistics of one split; arrays of shape (k,)."""
+
+    names: list[str]
+    n_rows: int                 # rows of the statistics view (samples x steps/pixels)
+    n_nan: np.ndarray
+    n_inf: np.ndarray
+    n_finite: np.ndarray
+    mean: np.ndarray            # over finite values
+    std: np.ndarray             # sample std (ddof 1) over finite values
+    min: np.ndarray
+    max: np.ndarray
+    max_abs: np.ndarray
+    median: np.ndarray          # from MEDIAN_SAMPLE_ROWS rows at most (NaN for the validation split)
+    mad: np.ndarray             # median |x - median|
+    robust_scale: np.ndarray    # the MAD, or for MAD = 0 the median |x - median| of the values off the median
+    n_outliers: np.ndarray      # values with robust z > ROBUST_Z_LIMIT, counted over every row
+    max_robust_z: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+
+def _median_and_scale(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column medians, MADs and robust scales of a sample matrix, vectorised (NaN/inf ignored)."""
+    k = S.shape[1]
+    if k == 0 or len(S) == 0:
+        nan = np.full(k, np.nan)
+        return nan, nan, nan
+    S = np.ascontiguousarray(np.where(np.isfinite(S), S, np.nan).T)   # (k, n): medians along contiguous rows
+    if not np.isnan(S).any():
+        med = np.median(S, axis=1)
+        dev = np.abs(S - med[:, None])
+        mad = np.median(dev, axis=1)
+    else:                                       # sort puts NaN last; take the middle of the finite part
+        def nanmed(A: np.ndarray) -> np.ndarray:
+            A = np.sort(A, axis=1)
+            n = (~np.isnan(A)).sum(axis=1)
+            lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
+            rows = np.arange(A.shape[0])
+            return np.where(n > 0, (A[rows, lo] + A[rows, hi]) / 2, np.nan)
+        med = nanmed(S)
+        dev = np.abs(S - med[:, None])
+        mad = nanmed(dev)
+    scale = mad.copy()
+    for j in np.flatnonzero(mad == 0):          # mostly-constant columns (indicators, sparse counts)
+        off = dev[j][dev[j] > 0]
+        scale[j] = np.median(off) if len(off) else np.nan
+    return med, mad, scale
+
+
+def _scan(chunks: Iterator[tuple[int, np.ndarray]], k: int, shift: np.ndarray, n_samples: int,
+          want_hashes: bool) -> dict[str, Any]:
+    """One pass over `chunks` (rows x k float64): counts, shifted moments, min/max, and (optionally) the
+    cheap hash of every row.
+
+    Sums are of D = x - shift with the shift near the centre (the sample median, or the training mean),
+    so sum(D^2) - sum(D)^2/n loses no precision to large offsets.
+    """
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    n_nan = np.zeros(k, np.int64)
+    n_inf = np.zeros(k, np.int64)
+    n_fin = np.zeros(k, np.int64)
+    s1, s2 = np.zeros(k), np.zeros(k)
+    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    hashes = np.zeros(n_samples, np.uint64) if want_hashes else None
+    n_rows = 0
+    for a, M in chunks:
+        r = len(M)
+        n_rows += r
+        fin = np.isfinite(M)
+        all_fin = bool(fin.all())
+        D = M - shift
+        if all_fin:
+            n_fin += r
+            lo = np.minimum(lo, M.min(axis=0))
+            hi = np.maximum(hi, M.max(axis=0))
+        else:
+            nan = np.isnan(M)
+            n_nan_chunk = nan.sum(axis=0)
+            n_fin_chunk = fin.sum(axis=0)
+            n_nan += n_nan_chunk
+            n_fin += n_fin_chunk
+            n_inf += r - n_fin_chunk - n_nan_chunk
+            D[~fin] = 0.0
+            lo = np.minimum(lo, np.where(fin, M, np.inf).min(axis=0))
+            hi = np.maximum(hi, np.where(fin, M, -np.inf).max(axis=0))
+        s1 += D.sum(axis=0)
+        s2 += np.einsum("ij,ij->j", D, D)
+        if hashes is not None:
+            hashes[a:a + r] = _cheap_hash_rows(M, all_fin)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_mean = np.where(n_fin > 0, s1 / np.maximum(n_fin, 1), np.nan)
+        ssq = np.maximum(s2 - s1 * np.nan_to_num(d_mean), 0.0)
+        std = np.where(n_fin > 1, np.sqrt(ssq / np.maximum(n_fin - 1, 1)), np.nan)
+    return {"n_rows": n_rows, "n_nan": n_nan, "n_inf": n_inf, "n_finite": n_fin, "mean": shift + d_mean,
+            "std": std, "min": np.where(n_fin > 0, lo, np.nan), "max": np.where(n_fin > 0, hi, np.nan),
+            "hashes": hashes}
+
+
+def _column_stats(part: _Part, names: list[str], shift: np.ndarray,
+                  robust: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                  want_hashes: bool) -> tuple[ColumnStats, np.ndarray | None]:
+    """The statistics of one split (one pass), then robust-z outlier counts where some value is beyond."""
+    k = part.k
+    m = _scan(part.stat_chunks(), k, shift, part.n, want_hashes)
+    lo, hi = m["min"], m["max"]
+    med, mad, scale = robust if robust is not None else (np.full(k, np.nan),) * 3
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_scale = np.where(scale > 0, ROBUST_Z_CONST / np.where(scale > 0, scale, 1.0), np.nan)
+        max_z = np.fmax(hi - med, med - lo) * inv_scale        # the farthest value is the min or the max
+    n_out = np.zeros(k, np.int64)
+    over = np.flatnonzero(np.nan_to_num(max_z) > ROBUST_Z_LIMIT)
+    if len(over):                                              # a second look only at those columns
+        for _, M in part.stat_chunks(cols=over.tolist()):
+            with np.errstate(invalid="ignore"):
+                z = np.abs(M - med[over]) * inv_scale[over]
+            n_out[over] += (np.nan_to_num(z, nan=0.0, posinf=0.0) > ROBUST_Z_LIMIT).sum(axis=0)
+    stats = ColumnStats(names=names, n_rows=m["n_rows"], n_nan=m["n_nan"], n_inf=m["n_inf"],
+                        n_finite=m["n_finite"], mean=m["mean"], std=m["std"], min=lo, max=hi,
+                        max_abs=np.fmax(np.abs(lo), np.abs(hi)), median=med, mad=mad, robust_scale=scale,
+                        n_outliers=n_out, max_robust_z=max_z)
+    return stats, m["hashes"]
+
+
+def _leak_scores(S: np.ndarray, codes: np.ndarray | None, n_classes: int, y: np.ndarray | None) -> np.ndarray:
+    """Per column of S (samples x features): eta^2 with the class codes, or |Pearson r| with y (NaN/inf ignored)."""
+    fin = np.isfinite(S)
+    if codes is not None:
+        ok = codes >= 0
+        S, fin, codes = S[ok], fin[ok], codes[ok]
+        n, k = S.shape
+        X = np.where(fin, S, 0.0)
+        centre = X.sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
+        X = np.where(fin, X - centre, 0.0)
+        idx = (codes[:, None] * k + np.arange(k)).ravel()
+        size = n_classes * k
+        cn = np.bincount(idx, weights=fin.ravel().astype(np.float64), minlength=size).reshape(n_classes, k)
+        cs = np.bincount(idx, weights=X.ravel(), minlength=size).reshape(n_classes, k)
+        cq = np.bincount(idx, weights=(X * X).ravel(), minlength=size).reshape(n_classes, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tn, ts, tq = cn.sum(0), cs.sum(0), cq.sum(0)
+            sst = tq - np.where(tn > 0, ts * ts / np.maximum(tn, 1), 0.0)
+            ssw = (cq - np.where(cn > 0, cs * cs / np.maximum(cn, 1), 0.0)).sum(0)
+            eta2 = np.where(sst > 1e-12 * np.maximum(tq, 1e-300), 1.0 - ssw / sst, 0.0)
+        return np.clip(np.nan_to_num(eta2), 0.0, 1.0)
+    ok = np.isfinite(y)
+    S, fin, y = S[ok], fin[ok], y[ok]
+    F = fin.astype(np.float64)
+    n = F.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        X = np.where(fin, S, 0.0)
+        mx = X.sum(axis=0) / np.maximum(n, 1)
+        my = np.einsum("r,rk->k", y, F) / np.maximum(n, 1)
+        dx = np.where(fin, X - mx, 0.0)
+        dy = y[:, None] - my                       # (n, k), masked below
+        dy = np.where(fin, dy, 0.0)
+        cov = np.einsum("ij,ij->j", dx, dy)
+        vx = np.einsum("ij,ij->j", dx, dx)
+        vy = np.einsum("ij,ij->j", dy, dy)
+        r = np.where((vx > 0) & (vy > 0) & (n > 2), cov / np.sqrt(vx * vy), 0.0)
+    return np.abs(np.nan_to_num(r))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return 0.0
+    dx, dy = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float(abs((dx * dy).sum()) / den) if den > 0 else 0.0
+
+
+@dataclass
+class LabelInfo:
+    """Class labels of a classification/binary task with a 1-D target."""
+
+    classes: list[Any]          # sorted distinct labels of train + validation
+    codes: np.ndarray           # train labels as indices into `classes`; -1 where missing
+    counts: np.ndarray          # per class, train
+    val_codes: np.ndarray | None
+    val_counts: np.ndarray | None
+    dtype: Any                  # the target's dtype as read
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def _as_series(y: Any) -> pd.Series:
+    if isinstance(y, pd.Series):
+        return y
+    if isinstance(y, pd.DataFrame):
+        return y.iloc[:, 0]
+    return pd.Series(np.asarray(y).reshape(len(y), -1)[:, 0] if np.ndim(y) > 1 else np.asarray(y))
+
+
+def _is_2d_target(y: Any) -> bool:
+    if isinstance(y, pd.DataFrame):
+        return y.shape[1] > 1
+    return isinstance(y, np.ndarray) and y.ndim > 1 and int(np.prod(y.shape[1:])) > 1
+
+
+def _target_frame(y: Any, names: list[str]) -> pd.DataFrame:
+    if isinstance(y, pd.DataFrame):
+        return y
+    if isinstance(y, pd.Series):
+        return y.to_frame(name=names[0] if names else (y.name or "target"))
+    arr = np.asarray(y).reshape(len(y), -1)
+    cols = names if len(names) == arr.shape[1] else \
+        [(names[0] if names else "target") + (f"[{i}]" if arr.shape[1] > 1 else "") for i in range(arr.shape[1])]
+    return pd.DataFrame(arr, columns=cols)
+
+
+# ---- the context ---------------------------------------------------------------------------------
+
+@dataclass
+class DataContext:
+    """Everything the D1xx checks read, computed once (lazily) from a Dataset."""
+
+    ds: Dataset
+    n_params: int | None = None         # the model's parameter count, when a spec is known
+    loss_name: str | None = None        # the spec's loss (cross_entropy, bce, mse, ...)
+    n_outputs: int | None = None        # the model's output units
+
+    @classmethod
+    def build(cls, ds: Dataset, n_params: int | None = None, loss_name: str | None = None,
+              n_outputs: int | None = None) -> "DataContext":
+        return cls(ds=ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+
+    # -- shape -----------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.ds.task
+
+    @property
+    def n_train(self) -> int:
+        return 0 if self.ds.X is None else len(self.ds.X)
+
+    @property
+    def has_val(self) -> bool:
+        return self.ds.X_val is not None and len(self.ds.X_val) > 0
+
+    @property
+    def target_name(self) -> str:
+        return ", ".join(map(str, self.ds.target)) or "target"
+
+    @cached_property
+    def non_numeric(self) -> list[dict[str, Any]]:
+        """Feature columns that are not numbers: name, dtype, an example value (tables); the array dtype."""
+        X = self.ds.X
+        out: list[dict[str, Any]] = []
+        if self.ds.kind == "table":
+            for name, dtype in X.dtypes.items():
+                if not _is_numeric_dtype(dtype):
+                    col = X[name]
+                    first = col.first_valid_index()
+                    example = _pyval(col.loc[first]) if first is not None else None
+                    if isinstance(example, (pd.Timestamp, np.datetime64)):
+                        example = str(example)
+                    out.append({"column": str(name), "dtype": str(dtype), "example": example})
+        elif not _is_numeric_dtype(X.dtype):
+            flat = X.reshape(-1)
+            out.append({"column": "X", "dtype": str(X.dtype), "example": _pyval(flat[0]) if len(flat) else None})
+        return out
+
+    @cached_property
+    def numeric_positions(self) -> list[int]:
+        if self.ds.kind != "table":
+            return []
+        return [i for i, dt in enumerate(self.ds.X.dtypes) if _is_numeric_dtype(dt)]
+
+    @cached_property
+    def train_part(self) -> _Part:
+        return _Part(self.ds.X, self.ds.kind, self.numeric_positions)
+
+    @cached_property
+    def val_part(self) -> _Part | None:
+        return _Part(self.ds.X_val, self.ds.kind, self.numeric_positions) if self.has_val else None
+
+    @property
+    def layout(self) -> str:
+        return self.train_part.layout
+
+    @cached_property
+    def stat_names(self) -> list[str]:
+        part = self.train_part
+        if part.layout == "table":
+            return [str(self.ds.X.columns[i]) for i in self.numeric_positions]
+        if part.layout == "matrix":
+            names = self.ds.feature_names
+            return names if len(names) == part.k else [f"x{i}" for i in range(part.k)]
+        if part.layout == "sequence":
+            return [f"feature {i}" for i in range(part.k)]
+        return [f"channel {i}" for i in range(part.k)]
+
+    @cached_property
+    def sample_names(self) -> list[str]:
+        """Names of the flattened per-sample features (D112)."""
+        if self.layout in ("table", "matrix"):
+            return self.stat_names
+        shape = self.ds.X.shape[1:]
+        width = self.train_part.sample_width
+        return ["x[" + ",".join(map(str, np.unravel_index(j, shape))) + "]" for j in range(width)] \
+            if width <= 100_000 else []
+
+    # -- feature statistics ----------------------------------------------------------------------
+    @cached_property
+    def _train_positions(self) -> np.ndarray | None:
+        """The seeded sample of training samples behind the medians (None: all of them)."""
+        return self.train_part.sample_positions(MEDIAN_SAMPLE_ROWS // self.train_part.rows_per_sample)
+
+    @cached_property
+    def train_sample(self) -> np.ndarray:
+        """Rows of the training statistics view for medians (all, or about MEDIAN_SAMPLE_ROWS sampled)."""
+        pos = self._train_positions
+        return self.train_part.stat_rows(slice(0, self.n_train) if pos is None else pos)
+
+    @cached_property
+    def _train_pass(self) -> tuple[ColumnStats, np.ndarray | None]:
+        part = self.train_part
+        robust = _median_and_scale(self.train_sample) if part.k and part.n else None
+        shift = robust[0] if robust is not None else np.zeros(part.k)
+        return _column_stats(part, self.stat_names, shift, robust, want_hashes=part.fused)
+
+    @cached_property
+    def _val_pass(self) -> tuple[ColumnStats, np.ndarray | None] | None:
+        if self.val_part is None:
+            return None
+        return _column_stats(self.val_part, self.stat_names, self.train_stats.mean, None,
+                             want_hashes=self.val_part.fused)
+
+    @property
+    def train_stats(self) -> ColumnStats:
+        return self._train_pass[0]
+
+    @property
+    def val_stats(self) -> ColumnStats | None:
+        return self._val_pass[0] if self._val_pass is not None else None
+
+    # -- target ------------------------------------------------------------------------------------
+    @cached_property
+    def y_frame(self) -> pd.DataFrame:
+        return _target_frame(self.ds.y, [str(t) for t in self.ds.target])
+
+    @cached_property
+    def y_val_frame(self) -> pd.DataFrame | None:
+        return _target_frame(self.ds.y_val, [str(t) for t in self.ds.target]) if self.ds.y_val is not None else None
+
+    @cached_property
+    def labels(self) -> LabelInfo | None:
+        if self.task not in ("classification", "binary") or _is_2d_target(self.ds.y):
+            return None
+        ytr = _as_series(self.ds.y)
+        yva = _as_series(self.ds.y_val) if self.ds.y_val is not None else None
+        values = pd.concat([ytr, yva]) if yva is not None else ytr
+        uniq = pd.unique(values.dropna())
+        try:
+            classes = sorted(uniq.tolist())
+        except TypeError:
+            classes = sorted(uniq.tolist(), key=lambda v: (str(type(v)), str(v)))
+        index = pd.Index(classes, dtype=object if values.dtype == object else None)
+        codes = index.get_indexer(ytr)
+        counts = np.bincount(codes[codes >= 0], minlength=len(classes))
+        vcodes = index.get_indexer(yva) if yva is not None else None
+        vcounts = np.bincount(vcodes[vcodes >= 0], minlength=len(classes)) if vcodes is not None else None
+        return LabelInfo(classes=[_pyval(c) for c in classes], codes=codes, counts=counts, val_codes=vcodes,
+                         val_counts=vcounts, dtype=ytr.dtype)
+
+    @cached_property
+    def regression_target(self) -> np.ndarray | None:
+        """Train target as float64 (N, k) for regression; non-numbers become NaN."""
+        if self.task != "regression":
+            return None
+        return self.y_frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    # -- rows (D110) -------------------------------------------------------------------------------
+    def _cheap_hashes(self, part: _Part, fused_pass: tuple[ColumnStats, np.ndarray | None] | None) -> np.ndarray:
+        if part.sample_width == 0:
+            return np.zeros(part.n, np.uint64)
+        if part.fused and fused_pass is not None and fused_pass[1] is not None:
+            return fused_pass[1]
+        h = np.zeros(part.n, np.uint64)
+        for a, M in part.sample_chunks():
+            h[a:a + len(M)] = _cheap_hash_rows(M)
+        return h
+
+    def _strong_hashes(self, part: _Part, positions: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(positions), np.uint64)
+        for a, M in part.sample_chunks(positions):
+            out[a:a + len(M)] = _strong_hash_rows(M)
+        return out
+
+    def _other_column_hashes(self, X: Any, part: _Part) -> np.ndarray | None:
+        """Hash of the non-numeric feature columns (tables) or of a non-numeric array, per row."""
+        if self.ds.kind == "table":
+            others = [i for i in range(X.shape[1]) if i not in set(self.numeric_positions)]
+            if not others:
+                return None
+            h = np.zeros(part.n, np.uint64)
+            with np.errstate(over="ignore"):
+                for i in others:
+                    h += _mix(_hash_values(X.iloc[:, i]) ^ (np.uint64(i + 1) * _GOLDEN))
+            return h
+        return _hash_values(X.reshape(len(X), -1)) if part.sample_width == 0 else None
+
+    @cached_property
+    def row_hashes(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(train, validation) feature hashes per sample: the cheap hash, made strong where it repeats."""
+        tr, va = self.train_part, self.val_part
+        h_tr = self._cheap_hashes(tr, self._train_pass if tr.fused else None).copy()
+        h_va = self._cheap_hashes(va, self._val_pass if va.fused else None).copy() if va is not None else None
+        s_tr = pd.Series(h_tr)
+        cand_tr = s_tr.duplicated(keep=False).to_numpy()
+        if h_va is not None:
+            cand_va = pd.Series(h_va).isin(s_tr).to_numpy()
+            cand_tr = cand_tr | s_tr.isin(h_va[cand_va]).to_numpy()
+            if cand_va.any() and va.sample_width:
+                pos = np.flatnonzero(cand_va)
+                h_va[pos] = self._strong_hashes(va, pos)
+        if cand_tr.any() and tr.sample_width:
+            pos = np.flatnonzero(cand_tr)
+            h_tr[pos] = self._strong_hashes(tr, pos)
+        with np.errstate(over="ignore"):
+            extra = self._other_column_hashes(self.ds.X, tr)
+            if extra is not None:
+                h_tr = h_tr + extra
+            if h_va is not None:
+                extra = self._other_column_hashes(self.ds.X_val, va)
+                if extra is not None:
+                    h_va = h_va + extra
+        return h_tr, h_va
+
+    @cached_property
+    def target_hashes(self) -> np.ndarray:
+        return _hash_values(self.ds.y)
+
+    def row_label(self, positions: np.ndarray, val: bool = False) -> list[Any]:
+        """Row identifiers for evidence: the table's index labels (original rows), else positions."""
+        X = self.ds.X_val if val else self.ds.X
+        if self.ds.kind == "table" and X is not None:
+            return [_pyval(v) for v in X.index[positions]]
+        return [int(p) for p in positions]
+
+    # -- leakage (D112) ----------------------------------------------------------------------------
+    def _leak_target(self) -> dict[str, Any] | None:
+        if self.labels is not None:
+            return {"codes": self.labels.codes, "n_classes": self.labels.n_classes} \
+                if self.labels.n_classes >= 2 else None
+        Y = self.regression_target
+        return {"y": Y[:, 0]} if Y is not None and Y.shape[1] == 1 else None
+
+    @cached_property
+    def leakage_screen(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(scores, sample positions): eta^2 or |r| of each flattened feature with the target, on a sample.
+
+        The screen only picks candidates; D112 decides on every row of those columns.
+        """
+        part = self.train_part
+        target = self._leak_target()
+        if part.sample_width == 0 or self.n_train < 3 or target is None:
+            return None
+        if part.fused:
+            pos, S = self._train_positions, self.train_sample
+        else:
+            pos = part.sample_positions(LEAK_SAMPLE_VALUES // part.sample_width)
+            S = part.sample_rows(slice(0, part.n) if pos is None else pos)
+        take = (lambda v: v) if pos is None else (lambda v: v[pos])
+        if "codes" in target:
+            return _leak_scores(S, take(target["codes"]), target["n_classes"], None), pos
+        return _leak_scores(S, None, 0, take(target["y"])), pos
+
+
+def _take_worst(names: list[str], score: np.ndarray, mask: np.ndarray, n: int = MAX_EVIDENCE_COLUMNS) -> list[int]:
+    idx = np.flatnonzero(mask)
+    return [int(i) for i in idx[np.argsort(-score[idx], kind="stable")][:n]]
+
+
+def _feature_word(ctx: DataContext) -> str:
+    """What one statistics column is called in messages."""
+    return {"table": "feature", "matrix": "feature", "sequence": "feature", "image": "channel"}[ctx.layout]
+
+
+# ---- the checks ------------------------------------------------------------------------------------
+
+@check("D100")
+def check_data_unreadable(ctx: DataContext) -> Finding | None:
+    """D100 data-unreadable: no training rows, or feature and target row counts that differ.
+
+    File, parse and missing-target errors are raised by the loader (DataError) before a context exists.
+    """
+    ds = ctx.ds
+    problems = []
+    for part, X, y in (("training", ds.X, ds.y), ("validation", ds.X_val, ds.y_val)):
+        if X is None and part == "validation":
+            continue
+        nx, ny = (0 if X is None else len(X)), (0 if y is None else len(y))
+        if nx != ny:
+            problems.append(f"{part} features have {nx} rows but the target has {ny}")
+        elif nx == 0 and part == "training":
+            problems.append("no training rows")
+    if not problems:
+        return None
+    return Finding("D100", f"{ds.source}: " + "; ".join(problems),
+                   "fix the file so features and target have the same, nonzero number of rows",
+                   evidence={"source": ds.source, "problems": problems})
+
+
+@check("D101")
+def check_missing_values(ctx: DataContext) -> Finding | None:
+    """D101 missing-values: NaN/None/empty cells in the features or the target, counted per column."""
+    if ctx.n_train == 0:
+        return None
+    counts: dict[str, int] = {}
+    st, vs = ctx.train_stats, ctx.val_stats
+    nan = st.n_nan + (vs.n_nan if vs is not None else 0)
+    for j in np.flatnonzero(nan):
+        counts[st.names[j]] = int(nan[j])
+    if ctx.ds.kind == "table":                       # non-numeric columns: None / NaN / NaT
+        for col in ctx.non_numeric:
+            c = col["column"]
+            n = int(ctx.ds.X[c].isna().sum()) + (int(ctx.ds.X_val[c].isna().sum()) if ctx.has_val else 0)
+            if n:
+                counts[c] = n
+    target_counts: dict[str, int] = {}
+    for frame in (ctx.y_frame, ctx.y_val_frame):
+        if frame is None:
+            continue
+        for c, n in frame.isna().sum().items():
+            if n:
+                target_counts[str(c)] = target_counts.get(str(c), 0) + int(n)
+    if not counts and not target_counts:
+        return None
+    total = sum(counts.values()) + sum(target_counts.values())
+    worst = sorted(counts.items(), key=lambda kv: -kv[1])
+    parts = []
+    if counts:
+        parts.append(f"{len(counts)} of {len(st.names) + len(ctx.non_numeric)} {_feature_word(ctx)}s "
+                     f"({', '.join(f'{k}: {v}' for k, v in worst[:3])}{', ...' if len(worst) > 3 else ''})")
+    if target_counts:
+        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    cols = ", ".join(c for c, _ in worst[:3]) + (" ..." if len(worst) > 3 else "")
+    fix = (f"impute (median for numbers, mode for categories) or drop the rows with missing values in {cols}"
+           if counts else "")
+    if target_counts:
+        fix = (fix + "; " if fix else "") + "drop the rows whose target is missing"
+    return Finding("D101", f"{total} missing values in " + " and ".join(parts), fix,
+                   evidence={"features": dict(worst[:MAX_EVIDENCE_COLUMNS]),
+                             "n_feature_columns": len(counts), "target": target_counts,
+                             "thresholds": {"missing": "> 0"}})
+
+
+@check("D102")
+def check_non_finite_values(ctx: DataContext) -> Finding | None:
+    """D102 non-finite-values: +inf/-inf in the features or the target."""
+    if ctx.n_train == 0:
+        return None
+    st, vs = ctx.train_stats, ctx.val_stats
+    inf = st.n_inf + (vs.n_inf if vs is not None else 0)
+    counts = {st.names[j]: int(inf[j]) for j in _take_worst(st.names, inf.astype(float), inf > 0, len(inf))}
+    target_counts: dict[str, int] = {}
+    for frame in (ctx.y_frame, ctx.y_val_frame):
+        if frame is None:
+            continue
+        for c in frame.columns:
+            if _is_numeric_dtype(frame[c].dtype):
+                n = int(np.isinf(frame[c].to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+                if n:
+                    target_counts[str(c)] = target_counts.get(str(c), 0) + n
+    if not counts and not target_counts:
+        return None
+    total = sum(counts.values()) + sum(target_counts.values())
+    items = list(counts.items())
+    parts = []
+    if counts:
+        parts.append(f"{_n(len(counts), _feature_word(ctx))} ({', '.join(f'{k}: {v}' for k, v in items[:3])}"
+                     f"{', ...' if len(items) > 3 else ''})")
+    if target_counts:
+        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    cols = ", ".join(list(counts)[:3] + list(target_counts)[:1])
+    return Finding("D102", f"{total} infinite values in " + " and ".join(parts),
+                   f"replace the infinite values in {cols} (clip to the finite range or treat as missing), "
+                   "or fix the computation that produced them (a division by zero, a log of 0)",
+                   evidence={"features": dict(items[:MAX_EVIDENCE_COLUMNS]), "n_feature_columns": len(counts),
+                             "target": target_counts, "thresholds": {"infinite": "> 0"}})
+
+
+@check("D103")
+def check_non_numeric_features(ctx: DataContext) -> Finding | None:
+    """D103 non-numeric-features: string, object, bool, date or category columns among the features."""
+    cols = ctx.non_numeric
+    if not cols:
+        return None
+    if ctx.ds.kind != "table":
+        c = cols[0]
+        return Finding("D103", f"X has dtype {c['dtype']} (e.g. {c['example']!r}); a network needs numbers",
+                       "convert X to a numeric dtype (float32), encoding categories as integers",
+                       evidence={"columns": cols})
+    shown = ", ".join(f"{c['column']} ({c['dtype']}, e.g. {c['example']!r})" for c in cols[:3])
+    names = ", ".join(c["column"] for c in cols[:5]) + (" ..." if len(cols) > 5 else "")
+    n_total = ctx.ds.X.shape[1]
+    return Finding("D103", f"{len(cols)} of {n_total} feature columns are not numeric: {shown}"
+                   + (" ..." if len(cols) > 3 else ""),
+                   f"encode {names} (one-hot for few categories, ordinal or target encoding for many; "
+                   "dates as numbers such as days since a reference) or drop them",
+                   evidence={"columns": cols[:MAX_EVIDENCE_COLUMNS], "n_columns": len(cols)})
+
+
+def _binary_like(ctx: DataContext, j: int) -> bool:
+    """True when stat column j takes at most two distinct values on the median sample (0/1 indicators)."""
+    col = ctx.train_sample[:, j]
+    return len(np.unique(col[np.isfinite(col)])) <= 2
+
+
+@check("D104")
+def check_unscaled_features(ctx: DataContext) -> Finding | None:
+    """D104 unscaled-features: features far from mean 0 / std 1, scales orders of magnitude apart, raw pixels."""
+    if ctx.n_train == 0 or ctx.train_part.k == 0:
+        return None
+    st = ctx.train_stats
+    std, mean, max_abs = st.std, st.mean, st.max_abs
+    valid = np.isfinite(std) & np.isfinite(mean)
+    big_std = valid & (std > FEATURE_STD_HIGH)
+    big_mean = valid & (np.abs(mean) > FEATURE_MEAN_HIGH)
+    unit_range = valid & (st.min >= -1.0) & (st.max <= 1.0)   # min-max scaled / 0-1 columns: scaled already
+    small_std = valid & (std > 0) & (std < FEATURE_STD_LOW) & ~unit_range
+    for j in np.flatnonzero(small_std):            # two-valued indicators are not rescaled either
+        if _binary_like(ctx, j):
+            small_std[j] = False
+    flagged = big_std | big_mean | small_std
+    nonzero = valid & (std > 0)
+    denom = nonzero & ~unit_range
+    spread = float(std[nonzero].max() / std[denom].min()) if nonzero.sum() >= 2 and denom.any() else 1.0
+    spread_hit = spread > SCALE_SPREAD_LIMIT
+    X = ctx.ds.X
+    pixel_hit = False
+    pixel_range = None
+    if ctx.layout in ("image", "sequence") and ctx.ds.kind == "array" and np.issubdtype(X.dtype, np.integer):
+        lo, hi = np.nanmin(st.min), np.nanmax(st.max)
+        pixel_range = [_pyval(lo), _pyval(hi)]
+        pixel_hit = bool(lo >= 0 and hi > 1)
+    if not (flagged.any() or spread_hit or pixel_hit):
+        return None
+    # rank by how many orders of magnitude a column is off: |log10 std|, log10(1 + |mean|)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        badness = np.fmax(np.abs(np.log10(np.where(std > 0, std, 1.0))), np.log10(1 + np.abs(mean)))
+    badness = np.nan_to_num(badness)
+    mark = flagged | (spread_hit & nonzero & ((std == std[nonzero].max()) | (std == std[denom].min())))
+    worst = _take_worst(st.names, badness, mark)
+    evidence_cols = {st.names[j]: {"mean": mean[j], "std": std[j], "max_abs": max_abs[j]} for j in worst}
+    gmax = float(np.nanmax(max_abs)) if np.isfinite(max_abs).any() else 0.0
+    severity = Severity.ERROR if gmax > MAX_ABS_ERROR else Severity.WARNING
+    word = _feature_word(ctx)
+    j0 = worst[0] if worst else int(np.nanargmax(badness))
+    example = f"{st.names[j0]}: mean {_g(mean[j0])}, std {_g(std[j0])}, max |x| {_g(max_abs[j0])}"
+    reasons = []
+    if big_std.any():
+        reasons.append(f"{int(big_std.sum())} with std > {_g(FEATURE_STD_HIGH)}")
+    if big_mean.any():
+        reasons.append(f"{int(big_mean.sum())} with |mean| > {_g(FEATURE_MEAN_HIGH)}")
+    if small_std.any():
+        reasons.append(f"{int(small_std.sum())} with std < {_g(FEATURE_STD_LOW)}")
+    if pixel_hit:
+        message = (f"pixel values are raw {X.dtype} in [{_g(pixel_range[0])}, {_g(pixel_range[1])}], not scaled to "
+                   f"[0, 1] ({example})")
+        fix = f"scale pixels to [0, 1] (divide by {_g(pixel_range[1])}): set data.normalize: minmax"
+    else:
+        head = f"{int(flagged.sum())} of {st.k} {word}s are off scale ({'; '.join(reasons)})" if flagged.any() \
+            else f"{word} scales span {_g(spread)}x"
+        if flagged.any() and spread_hit:
+            head += f", scales span {_g(spread)}x"
+        message = f"{head} ({example})"
+        fix = "set data.normalize: standardize"
+    if severity == Severity.ERROR:
+        message += f"; max |x| {_g(gmax)} > {_g(MAX_ABS_ERROR)}"
+    return Finding("D104", message, fix, severity=severity,
+                   evidence={"columns": evidence_cols, "n_flagged": int(flagged.sum()), "n_columns": st.k,
+                             "std_spread": spread, "max_abs": gmax, "pixel_range": pixel_range,
+                             "thresholds": {"std_high": FEATURE_STD_HIGH, "std_low": FEATURE_STD_LOW,
+                                            "mean_high": FEATURE_MEAN_HIGH, "std_spread": SCALE_SPREAD_LIMIT,
+                                            "error_max_abs": MAX_ABS_ERROR}})
+
+
+@check("D105")
+def check_constant_features(ctx: DataContext) -> Finding | None:
+    """D105 constant-features: zero-variance columns (every finite training value equal)."""
+    if ctx.n_train == 0 or ctx.train_part.k == 0:
+        return None
+    st = ctx.train_stats
+    const = (st.n_finite > 0) & (st.min == st.max)
+    if not const.any():
+        return None
+    idx = np.flatnonzero(const)
+    names = [st.names[j] for j in idx]
+    shown = ", ".join(f"{st.names[j]} = {_g(st.min[j])}" for j in idx[:3]) + (" ..." if len(idx) > 3 else "")
+    word = _feature_word(ctx)
+    return Finding("D105", f"{len(idx)} of {st.k} {word}s are constant on the training rows ({shown})",
+                   f"drop the constant {word}s: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}",
+                   evidence={"columns": {st.names[j]: st.min[j] for j in idx[:MAX_EVIDENCE_COLUMNS]},
+                             "n_constant": len(idx), "thresholds": {"std": 0}})
+
+
+@check("D106")
+def check_extreme_outliers(ctx: DataContext) -> Finding | None:
+    """D106 extreme-outliers: values whose robust z-score 0.6745*|x - median|/MAD exceeds ROBUST_Z_LIMIT."""
+    if ctx.n_train == 0 or ctx.train_part.k == 0:
+        return None
+    st = ctx.train_stats
+    hit = st.n_outliers > 0
+    if not hit.any():
+        return None
+    score = np.nan_to_num(st.max_robust_z)
+    worst = _take_worst(st.names, score, hit)
+    j = worst[0]
+    total = int(st.n_outliers.sum())
+    word = _feature_word(ctx)
+    cols = {st.names[i]: {"n_outliers": st.n_outliers[i], "max_robust_z": st.max_robust_z[i],
+                          "median": st.median[i], "mad": st.robust_scale[i], "max_abs": st.max_abs[i]}
+            for i in worst}
+    names = ", ".join(st.names[i] for i in worst[:3]) + (" ..." if len(worst) > 3 else "")
+    return Finding("D106", f"{_n(total, 'extreme value')} in {_n(int(hit.sum()), word)} beyond robust z "
+                   f"{_g(ROBUST_Z_LIMIT)} ({st.names[j]}: {st.n_outliers[j]} values, max robust z "
+                   f"{_g(st.max_robust_z[j])}, median {_g(st.median[j])}, max |x| {_g(st.max_abs[j])})",
+                   f"inspect those rows of {names}; clip/winsorize them (e.g. to the 0.1/99.9 percentiles) "
+                   "or drop them if they are errors",
+                   evidence={"columns": cols, "n_columns": int(hit.sum()),
+                             "median_from_rows": min(st.n_rows, MEDIAN_SAMPLE_ROWS),
+                             "thresholds": {"robust_z": ROBUST_Z_LIMIT}})
+
+
+def _format_mapping(classes: list[Any]) -> str:
+    return f"map labels {_short(classes)} to 0..{len(classes) - 1}"
+
+
+@check("D107")
+def check_bad_label_format(ctx: DataContext) -> Finding | None:
+    """D107 bad-label-format: string/float labels, not 0..C-1, one-hot vs class indices, binary not {0, 1}."""
+    if ctx.task not in ("classification", "binary", "multilabel") or ctx.n_train == 0:
+        return None
+    loss = (ctx.loss_name or "").lower() or None
+    issues: list[str] = []
+    fixes: list[str] = []
+    evidence: dict[str, Any] = {"loss": loss, "n_outputs": ctx.n_outputs}
+    if _is_2d_target(ctx.ds.y):
+        Y = ctx.y_frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        fin = Y[np.isfinite(Y).all(axis=1)]
+        zero_one = bool(np.isin(fin, (0.0, 1.0)).all()) if len(fin) else True
+        one_hot = zero_one and len(fin) > 0 and bool((fin.sum(axis=1) == 1).all())
+        evidence.update({"target_columns": Y.shape[1], "zero_one": zero_one, "one_hot": one_hot})
+        if one_hot and (loss in CLASS_INDEX_LOSSES or (loss is None and ctx.task != "multilabel")):
+            issues.append(f"the target is one-hot ({Y.shape[1]} columns) but {loss or 'a classification loss'} "
+                          "wants class indices")
+            fixes.append(f"convert the one-hot columns to class indices (argmax over {ctx.target_name})")
+        elif not zero_one and (ctx.task == "multilabel" or loss in BINARY_LOSSES):
+            bad = np.unique(fin[~np.isin(fin, (0.0, 1.0))])
+            issues.append(f"multilabel targets must be 0/1 but contain {_short(bad.tolist())}")
+            fixes.append("binarise the target columns to 0/1")
+    else:
+        info = ctx.labels
+        if info is None or info.n_classes == 0:
+            return None
+        classes, C = info.classes, info.n_classes
+        dtype = info.dtype
+        evidence.update({"labels": classes[:20], "n_classes": C, "dtype": str(dtype)})
+        numeric = _is_numeric_dtype(dtype)
+        if pd.api.types.is_bool_dtype(dtype):
+            issues.append("labels are booleans")
+            fixes.append("cast the labels to integers 0/1")
+        elif not numeric:
+            issues.append(f"labels are strings {_short(classes)}")
+            fixes.append(_format_mapping(classes))
+        else:
+            vals = np.asarray(classes, dtype=np.float64)
+            integral = bool(np.all(vals == np.round(vals)))
+            if not integral:
+                issues.append(f"labels are non-integer numbers {_short(classes)}; class labels must be ids 0..C-1")
+                fixes.append("use a regression task, or bin/map the values to class ids 0..C-1")
+            else:
+                ints = vals.astype(np.int64)
+                wants_ids = loss in CLASS_INDEX_LOSSES or (loss is None and ctx.task == "classification")
+                # floats are what bce wants; a NaN label also forces floats (D101 reports it)
+                if wants_ids and pd.api.types.is_float_dtype(dtype) and not ctx.y_frame.isna().any().any():
+                    issues.append(f"labels are floats ({_short(classes[:3])}) where the loss wants int64 class ids")
+                    fixes.append("cast the labels to int64")
+                if ctx.task == "binary" and C <= 2 and not set(ints.tolist()) <= {0, 1}:
+                    issues.append(f"binary labels are {_short(ints.tolist())}, not {{0, 1}}")
+                    fixes.append(f"map labels {_short(ints.tolist())} to [0, 1]" if C == 2 else
+                                 f"map label {ints[0]} to 0 or 1")
+                elif ctx.task != "binary" and not np.array_equal(ints, np.arange(C)):
+                    if ints.min() > 0 and np.array_equal(ints, np.arange(ints.min(), ints.min() + C)):
+                        kind = f"offset by {ints.min()}"
+                    elif ints.min() < 0:
+                        kind = "negative"
+                    else:
+                        kind = f"with gaps ({C} classes up to {ints.max()})"
+                    issues.append(f"labels {_short(ints.tolist())} are not 0..{C - 1} ({kind})")
+                    fixes.append(_format_mapping(ints.tolist()))
+                if loss in BINARY_LOSSES and C > 2:
+                    issues.append(f"{loss} wants 0/1 targets but the labels are {C} class indices")
+                    fixes.append("use loss cross_entropy for several classes, or one-hot targets for multilabel")
+                if ctx.n_outputs is not None and loss in CLASS_INDEX_LOSSES and ints.max() >= ctx.n_outputs:
+                    issues.append(f"label {ints.max()} is out of range for {ctx.n_outputs} outputs")
+                    if not fixes:
+                        fixes.append(f"map the labels to 0..{ctx.n_outputs - 1}")
+    if not issues:
+        return None
+    return Finding("D107", "; ".join(issues), "; ".join(dict.fromkeys(fixes)),
+                   evidence={**evidence, "issues": issues})
+
+
+@check("D108")
+def check_unscaled_target(ctx: DataContext) -> Finding | None:
+    """D108 unscaled-target: a regression target with |mean| or std above 10."""
+    Y = ctx.regression_target
+    if Y is None or len(Y) == 0:
+        return None
+    fin = np.isfinite(Y)
+    cnt = fin.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(fin, Y, 0.0).sum(axis=0) / np.maximum(cnt, 1)
+        var = np.where(fin, (Y - mean) ** 2, 0.0).sum(axis=0) / np.maximum(cnt - 1, 1)
+    std = np.sqrt(var)
+    hit = (cnt > 1) & ((np.abs(mean) > TARGET_MEAN_HIGH) | (std > TARGET_STD_HIGH))
+    if not hit.any():
+        return None
+    names = list(map(str, ctx.y_frame.columns))
+    j = int(np.flatnonzero(hit)[0])
+    cols = {names[i]: {"mean": mean[i], "std": std[i]} for i in np.flatnonzero(hit)[:MAX_EVIDENCE_COLUMNS]}
+    return Finding("D108", f"regression target {names[j]!r} has mean {_g(mean[j])}, std {_g(std[j])} "
+                   f"(|mean| > {_g(TARGET_MEAN_HIGH)} or std > {_g(TARGET_STD_HIGH)}): an initial MSE near "
+                   f"{_g(mean[j] ** 2 + std[j] ** 2)}",
+                   "set data.normalize_target: true",
+                   evidence={"columns": cols, "thresholds": {"mean_high": TARGET_MEAN_HIGH,
+                                                             "std_high": TARGET_STD_HIGH}})
+
+
+@check("D109")
+def check_class_imbalance(ctx: DataContext) -> Finding | None:
+    """D109 class-imbalance: majority/minority class ratio >= IMBALANCE_RATIO on the training labels."""
+    info = ctx.labels
+    if info is None:
+        return None
+    present = info.counts > 0
+    if present.sum() < 2:
+        return None
+    counts = info.counts[present]
+    classes = [c for c, p in zip(info.classes, present) if p]
+    ratio = counts.max() / counts.min()
+    if ratio < IMBALANCE_RATIO:
+        return None
+    hi, lo = int(np.argmax(counts)), int(np.argmin(counts))
+    return Finding("D109", f"class {classes[hi]!r} has {counts[hi]} training rows, class {classes[lo]!r} only "
+                   f"{counts[lo]}: ratio {_g(ratio)} >= {_g(IMBALANCE_RATIO)}",
+                   "set loss.class_weights: balanced (or oversample the rare classes)",
+                   evidence={"counts": {str(c): int(n) for c, n in zip(classes, counts)}, "ratio": ratio,
+                             "thresholds": {"ratio": IMBALANCE_RATIO}})
+
+
+@check("D110")
+def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
+    """D110 duplicates-or-conflicts: duplicate rows, rows shared with validation, same features with two labels."""
+    n = ctx.n_train
+    if n == 0:
+        return None
+    hx, hv = ctx.row_hashes
+    hy = ctx.target_hashes
+    with np.errstate(over="ignore"):
+        pair = _mix(hx ^ _mix(hy))
+    dup = pd.Series(pair).duplicated().to_numpy()              # same features and same label as an earlier row
+    n_dup = int(dup.sum())
+    distinct = pd.Series(hx[~dup])                              # one row per (features, label)
+    conflict_keys = distinct[distinct.duplicated()].unique()   # features seen with two or more labels
+    n_conflict_groups = len(conflict_keys)
+    in_conflict = pd.Series(hx).isin(conflict_keys).to_numpy() if n_conflict_groups else np.zeros(n, bool)
+    shared = pd.Series(hv).isin(pd.Series(hx)).to_numpy() if hv is not None else np.zeros(0, bool)
+    n_shared, n_val = int(shared.sum()), len(shared)
+    fire_dup = n_dup >= max(1.0, DUPLICATE_FRACTION * n)
+    fire_shared = n_val > 0 and n_shared >= max(1.0, LEAK_ROWS_FRACTION * n_val)
+    fire_conflict = n_conflict_groups >= CONFLICT_MIN_GROUPS
+    if not (fire_dup or fire_shared or fire_conflict):
+        return None
+    parts = []
+    if fire_dup:
+        parts.append(f"{n_dup} of {n} training rows are duplicates ({n_dup / n:.1%})")
+    if fire_shared:
+        parts.append(f"{n_shared} of {n_val} validation rows also appear in training ({n_shared / n_val:.1%})")
+    if fire_conflict:
+        parts.append(f"{n_conflict_groups} feature vectors ({int(in_conflict.sum())} rows) appear with different "
+                     "labels")
+    first = lambda mask: np.flatnonzero(mask)[:MAX_EXAMPLE_ROWS]  # noqa: E731
+    evidence = {
+        "duplicates": {"count": n_dup, "examples": ctx.row_label(first(dup))},
+        "shared_with_validation": {"count": n_shared, "examples": ctx.row_label(first(shared), val=True)},
+        "conflicts": {"groups": n_conflict_groups, "rows": int(in_conflict.sum()),
+                      "examples": ctx.row_label(first(in_conflict))},
+        "thresholds": {"duplicate_fraction": DUPLICATE_FRACTION, "shared_fraction": LEAK_ROWS_FRACTION,
+                       "conflict_groups": CONFLICT_MIN_GROUPS},
+    }
+    fixes = []
+    if fire_dup or fire_shared:
+        fixes.append("drop the duplicate rows before splitting (pandas drop_duplicates)")
+    if fire_conflict:
+        ex = ", ".join(map(str, evidence["conflicts"]["examples"][:3]))
+        fixes.append(f"check the labels of the conflicting rows (e.g. rows {ex})")
+    return Finding("D110", "; ".join(parts), "; ".join(fixes), evidence=evidence)
+
+
+@check("D111")
+def check_too_little_data(ctx: DataContext) -> Finding | None:
+    """D111 too-little-data: a class with < MIN_CLASS_SAMPLES training rows, or n_params > 10 x training rows."""
+    n = ctx.n_train
+    if n == 0:
+        return None
+    parts, fixes, evidence = [], [], {}
+    info = ctx.labels
+    if info is not None and info.n_classes:
+        small = np.flatnonzero(info.counts < MIN_CLASS_SAMPLES)
+        if len(small):
+            shown = ", ".join(f"{info.classes[i]!r}: {info.counts[i]}" for i in small[:5])
+            parts.append(f"{len(small)} classes have fewer than {MIN_CLASS_SAMPLES} training rows ({shown})")
+            fixes.append("collect more samples of the rare classes, augment them, or merge them")
+            evidence["small_classes"] = {str(info.classes[i]): int(info.counts[i]) for i in small[:20]}
+    if ctx.n_params is not None and ctx.n_params > PARAMS_PER_SAMPLE_LIMIT * n:
+        parts.append(f"the model has {ctx.n_params} parameters for {n} training rows "
+                     f"({_g(ctx.n_params / n)} per row > {_g(PARAMS_PER_SAMPLE_LIMIT)})")
+        fixes.append("use a smaller model (fewer/narrower layers), more data, or augmentation; "
+                     "add weight decay or dropout against memorising")
+        evidence["n_params"] = ctx.n_params
+    if not parts:
+        return None
+    evidence.update({"n_train": n, "thresholds": {"min_class_samples": MIN_CLASS_SAMPLES,
+                                                  "params_per_sample": PARAMS_PER_SAMPLE_LIMIT}})
+    return Finding("D111", "; ".join(parts), "; ".join(fixes), evidence=evidence)
+
+
+def _sorted_neighbour_error(x: np.ndarray, codes: np.ndarray) -> tuple[float, float, int]:
+    """Error of the best rule "one label per block of the sorted feature", beyond the C-1 changes it needs.
+
+    Ties are ordered at random (seeded), so a discrete feature gains nothing from them. Returns
+    (error rate, majority-baseline error rate, rows used).
+    """
+    ok = np.isfinite(x) & (codes >= 0)
+    x, c = x[ok], codes[ok]
+    n = len(x)
+    if n < 3:
+        return 1.0, 0.0, n
+    order = np.lexsort((np.random.default_rng(SEED).random(n), x))
+    s = c[order]
+    changes = int((s[1:] != s[:-1]).sum())
+    counts = np.bincount(c)
+    n_present = int((counts > 0).sum())
+    err = max(0, changes - (n_present - 1)) / n
+    return err, 1.0 - counts.max() / n, n
+
+
+@check("D112")
+def check_target_leakage(ctx: DataContext) -> Finding | None:
+    """D112 target-leakage: a single feature predicts the target almost perfectly (>= 99% accuracy / |r| >= 0.99)."""
+    screen = ctx.leakage_screen
+    if screen is None:
+        return None
+    scores, _ = screen
+    names = ctx.sample_names
+    name = (lambda j: names[j] if j < len(names) else f"x{j}")  # noqa: E731
+    hits: dict[str, dict[str, Any]] = {}
+    if ctx.labels is not None:
+        codes = ctx.labels.codes
+        for j in np.argsort(-scores)[: int((scores >= LEAK_SCREEN_ETA2).sum())][:MAX_LEAK_CANDIDATES]:
+            err, base_err, used = _sorted_neighbour_error(ctx.train_part.sample_column(int(j)), codes)
+            if err <= LEAK_MAX_ERROR and err <= LEAK_BASELINE_FACTOR * base_err:
+                hits[name(int(j))] = {"accuracy": 1 - err, "baseline_accuracy": 1 - base_err,
+                                      "eta2": scores[j], "rows": used}
+        if not hits:
+            return None
+        first = next(iter(hits))
+        h = hits[first]
+        message = (f"{len(hits)} feature{'s' if len(hits) > 1 else ''} alone predict{'s' if len(hits) == 1 else ''} "
+                   f"the labels: {first} with accuracy {_g(h['accuracy'])} (majority baseline "
+                   f"{_g(h['baseline_accuracy'])}, threshold {_g(1 - LEAK_MAX_ERROR)})")
+    else:
+        y = ctx.regression_target[:, 0]
+        for j in np.argsort(-scores)[: int((scores >= LEAK_SCREEN_R).sum())][:MAX_LEAK_CANDIDATES]:
+            r = _pearson(ctx.train_part.sample_column(int(j)), y)
+            if r >= LEAK_MIN_ABS_R:
+                hits[name(int(j))] = {"abs_r": r}
+        if not hits:
+            return None
+        first = next(iter(hits))
+        message = (f"{len(hits)} feature{'s' if len(hits) > 1 else ''} alone predict{'s' if len(hits) == 1 else ''} "
+                   f"the target: {first} has |Pearson r| {hits[first]['abs_r']:.4f} >= {_g(LEAK_MIN_ABS_R)}")
+    names_shown = ", ".join(list(hits)[:5])
+    return Finding("D112", message,
+                   f"remove {names_shown} from the features unless it is truly known at prediction time",
+                   evidence={"columns": dict(list(hits.items())[:MAX_EVIDENCE_COLUMNS]),
+                             "thresholds": {"max_error": LEAK_MAX_ERROR, "baseline_factor": LEAK_BASELINE_FACTOR,
+                                            "screen_eta2": LEAK_SCREEN_ETA2, "screen_r": LEAK_SCREEN_R,
+                                            "min_abs_r": LEAK_MIN_ABS_R}})
+
+
+@check("D113")
+def check_train_validation_shift(ctx: DataContext) -> Finding | None:
+    """D113 train-validation-shift: feature means or class frequencies differ between the splits beyond chance."""
+    if not ctx.has_val or ctx.n_train == 0:
+        return None
+    parts, evidence = [], {}
+    st, vs = ctx.train_stats, ctx.val_stats
+    if st.k:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diff = np.abs(st.mean - vs.mean)
+            pooled = np.sqrt(((st.n_finite - 1) * st.std ** 2 + (vs.n_finite - 1) * vs.std ** 2)
+                             / np.maximum(st.n_finite + vs.n_finite - 2, 1))
+            smd = np.where(pooled > 0, diff / pooled, 0.0)
+            # standard error of the difference in means, in samples (not pixels/steps: those are correlated)
+            n_tr = np.maximum(st.n_finite / ctx.train_part.rows_per_sample, 1)
+            n_va = np.maximum(vs.n_finite / ctx.val_part.rows_per_sample, 1)
+            se = np.sqrt(st.std ** 2 / n_tr + vs.std ** 2 / n_va)
+            z = np.where(se > 0, diff / se, 0.0)
+        smd, z = np.nan_to_num(smd), np.nan_to_num(z)
+        hit = (smd > SHIFT_SMD) & (z >= SHIFT_MIN_Z)
+        if hit.any():
+            worst = _take_worst(st.names, smd, hit)
+            j = worst[0]
+            parts.append(f"{int(hit.sum())} of {st.k} {_feature_word(ctx)}s shifted ({st.names[j]}: train mean "
+                         f"{_g(st.mean[j])}, validation mean {_g(vs.mean[j])}, {_g(smd[j])} pooled std)")
+            evidence["features"] = {st.names[i]: {"train_mean": st.mean[i], "val_mean": vs.mean[i],
+                                                  "pooled_std": pooled[i], "smd": smd[i], "z": z[i]}
+                                    for i in worst}
+    info = ctx.labels
+    if info is not None and info.val_counts is not None and info.val_counts.sum() > 0 and info.counts.sum() > 0:
+        n1, n2 = info.counts.sum(), info.val_counts.sum()
+        p1, p2 = info.counts / n1, info.val_counts / n2
+        tvd = 0.5 * float(np.abs(p1 - p2).sum())
+        p = (info.counts + info.val_counts) / (n1 + n2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            zc = np.nan_to_num(np.abs(p1 - p2) / np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)))
+        unseen = [info.classes[i] for i in np.flatnonzero((info.counts == 0) & (info.val_counts > 0))]
+        if (tvd >= LABEL_SHIFT_TVD and zc.max() >= LABEL_SHIFT_MIN_Z) or unseen:
+            txt = f"class frequencies differ (total variation {_g(tvd)})"
+            if unseen:
+                txt += f"; validation classes absent from training: {_short(unseen)}"
+            parts.append(txt)
+            evidence["labels"] = {"train": {str(c): int(k) for c, k in zip(info.classes, info.counts)},
+                                  "validation": {str(c): int(k) for c, k in zip(info.classes, info.val_counts)},
+                                  "tvd": tvd, "max_z": float(zc.max()), "unseen_in_train": unseen}
+    if not parts:
+        return None
+    evidence["validation"] = ctx.ds.val_source
+    evidence["thresholds"] = {"smd": SHIFT_SMD, "min_z": SHIFT_MIN_Z, "label_tvd": LABEL_SHIFT_TVD,
+                              "label_min_z": LABEL_SHIFT_MIN_Z}
+    fix = ("re-split the data with a shuffled, stratified split (drop data.val_path to let nn-doctor split)"
+           if ctx.ds.val_source and not ctx.ds.val_source.startswith("split")
+           else "check the pipeline that produced the two parts; shuffle before splitting")
+    return Finding("D113", "; ".join(parts), fix, evidence=evidence)
+
+
+@check("D114")
+def check_degenerate_target(ctx: DataContext) -> Finding | None:
+    """D114 degenerate-target: a single class, or a constant regression (or multilabel) target."""
+    if ctx.n_train == 0:
+        return None
+    info = ctx.labels
+    if info is not None:
+        present = int((info.counts > 0).sum())
+        if present == 1:
+            only = info.classes[int(np.argmax(info.counts))]
+            return Finding("D114", f"every training label is {only!r} ({int(info.counts.sum())} rows): "
+                           "a constant prediction scores perfectly",
+                           "check the labels and how the data were collected (a filter that kept one class?)",
+                           evidence={"counts": {str(only): int(info.counts.max())}, "n_classes": 1})
+        return None
+    if ctx.task in ("regression", "multilabel"):
+        Y = ctx.y_frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        fin = np.isfinite(Y)
+        with np.errstate(invalid="ignore"):
+            lo = np.where(fin, Y, np.inf).min(axis=0)
+            hi = np.where(fin, Y, -np.inf).max(axis=0)
+        const = (fin.sum(axis=0) > 0) & (lo == hi)
+        if not const.any():
+            return None
+        names = list(map(str, ctx.y_frame.columns))
+        shown = ", ".join(f"{names[j]} = {_g(lo[j])}" for j in np.flatnonzero(const)[:5])
+        return Finding("D114", f"{int(const.sum())} of {len(names)} target columns are constant ({shown})",
+                       "check the target column and how the data were collected",
+                       evidence={"columns": {names[j]: lo[j] for j in np.flatnonzero(const)[:MAX_EVIDENCE_COLUMNS]}})
+    return None
+
+
+# ---- running the step --------------------------------------------------------------------------------
+
+def run_data_checks(ds: Dataset, report: Report, select: list[str] | None = None, ignore: list[str] | None = None,
+                    n_params: int | None = None, loss_name: str | None = None,
+                    n_outputs: int | None = None) -> list[Finding]:
+    """Build the context once, run the enabled D1xx checks in order, and fill step 1's summary.
+
+    When D100 fires (no rows, or features and target of different lengths) the other checks do not run:
+    nothing can be checked on rows that do not line up.
+    """
+    ctx = DataContext.build(ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+    select, ignore = select or [], ignore or []
+    report.step(Step.DATA).summary = ds.describe()
+    found = run_checks(DATA_CODES[:1], ctx, report, select, ignore)
+    if found or check_data_unreadable(ctx) is not None:
+        return found
+    return found + run_checks(DATA_CODES[1:], ctx, report, select, ignore)

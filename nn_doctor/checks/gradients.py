@@ -1,0 +1,431 @@
+"""Step 4 checks: code and gradients (G400-G407), seeds/000 "调试代码：打印梯度值，确认反向传播是否执行".
+
+They read the configured-settings probe `ctx.baseline` (falling back to `ctx.init` when there is no
+baseline), whose per-layer records hold, at init and every `record_every` steps: grad_norm (after any
+clipping), act_std, dead_frac (ReLU family), sat_frac (sigmoid/tanh) and update_ratio. G407 reads
+`ctx.tiny`, a probe on ~10 training samples at the working lr. Records that are missing give no finding.
+
+Thresholds were set from probes on sample_data/wine.csv (142 training rows, 3 classes); the measured
+values are quoted next to each constant.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from ..model import SATURATING
+from ..probe import ProbeRecord
+from ..report import Finding
+from . import as_list, check
+from .context import ProbeContext
+from .model import (canon, check_capacity_mismatch, check_init_scale_mismatch, check_loss_task_mismatch,
+                    check_output_activation_mismatch, check_output_size_mismatch, check_saturating_deep_network,
+                    check_symmetric_init, hidden_activations, layer_dicts, recommended_init,
+                    relu_instead_of_saturating, weight_layers)
+
+GRADIENT_CODES = ["G400", "G401", "G402", "G403", "G404", "G405", "G406", "G407"]
+
+# ---- thresholds ------------------------------------------------------------------------------
+VANISH_RATIO = 1e-3        # G401: first/last weight-layer grad norm < 1e-3 ("orders of magnitude", seeds/004);
+                           # wine: 10-layer sigmoid MLP xavier 7.5e-7 (init) / 3e-6 (step 75); 8-layer ReLU
+                           # default 9.6e-3 / 0.088; 2-layer ReLU 0.46; digits conv net 0.17
+VANISH_ZERO = 1e-7         # G401 error: the first layer's grad norm < 1e-7 is ~0 (smdebug's VanishingGradient default)
+EXPLODE_NORM = 1e4         # G402: total grad norm > 1e4; unscaled wine (features ~1e3) already gives 883 and
+                           # unscaled diabetes targets ~1.4e3, so 1e4 is a decade above plain unscaled data
+EXPLODE_GROWTH = 100.0     # G402: total grad norm grows > 100x from init within the probe
+EXPLODE_GROWTH_FLOOR = 1.0  # G402: ... to at least 1 (growth from a near-zero start is not an explosion)
+DEAD_FRACTION = 0.5        # G403: >= half the units of a ReLU layer inactive on the whole batch (2x64 ReLU MLP,
+                           # sgd lr 10: 1.0; unscaled wine, default init: 0.53; standardized, adam 1e-3: 0)
+SATURATED_FRACTION = 0.5   # G404: >= half the sigmoid/tanh outputs in the flat region (tanh on unscaled wine: 0.99;
+                           # standardized sigmoid nets: 0-0.01)
+DEAD_TYPES = {"relu", "relu6"}  # G403: units with zero gradient below 0; leaky/elu/gelu units output < 0 but still learn
+STAT_WINDOW = 2            # G403/G404: the smallest fraction of the last 2 records, so one odd batch does not fire
+UPDATE_RATIO_TARGET = 1e-3  # G406: Karpathy's rule of thumb: each step changes the weights by ~1e-3 of their norm
+UPDATE_RATIO_HIGH = 1e-1   # G406: two decades above (adam 1e-3 on wine: 3e-3-6e-3; sgd lr 10: 7e2)
+UPDATE_RATIO_LOW = 1e-5    # G406: two decades below (adam 1e-6: 5e-6-1e-5; sgd 1e-3: 9e-5-9e-4)
+TINY_FRACTION = 0.1        # G407: fitting ~10 samples ends below 10% of the initial loss (2x64 ReLU MLP,
+                           # 200 steps adam 1e-3: 1.3%; softmax before cross_entropy: 50%; 1-unit bottleneck: 33%)
+TINY_FLOOR = 0.05          # G407: ... or below 0.05 in absolute terms (cross-entropy 0.05 = p(true class) 0.95)
+DEFAULT_CLIP = 1.0         # G400/G402: max global grad norm proposed (seeds/004 uses max_norm=1.0)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _record(ctx: ProbeContext) -> ProbeRecord | None:
+    rec = ctx.baseline if ctx.baseline is not None else ctx.init
+    return rec if rec is not None and rec.error is None else None
+
+
+def _recommended_lr(ctx: ProbeContext) -> float | None:
+    rec = getattr(ctx.lr, "recommended", None) if ctx.lr is not None else None
+    return float(rec) if rec else None
+
+
+def _last_stats(rec: ProbeRecord) -> tuple[int, dict[str, dict]]:
+    if rec.layers:
+        return rec.layers[-1]["step"], rec.layers[-1]["stats"]
+    return 0, rec.init_layers
+
+
+def _window(rec: ProbeRecord, key: str) -> dict[str, list[float]]:
+    """layer -> values of `key` in the last STAT_WINDOW records (init when nothing later was recorded)."""
+    records = [r["stats"] for r in rec.layers[-STAT_WINDOW:]] or [rec.init_layers]
+    out: dict[str, list[float]] = {}
+    for stats in records:
+        for name, st in stats.items():
+            if st.get(key) is not None:
+                out.setdefault(name, []).append(st[key])
+    return out
+
+
+def _dead_fractions(rec: ProbeRecord) -> dict[str, float]:
+    """ReLU/ReLU6 layer -> fraction of units inactive on the whole batch (smallest of the last records)."""
+    window = _window(rec, "dead_frac")
+    return {n: min(v) for n, v in window.items() if ":" not in n or n.split(":", 1)[1] in DEAD_TYPES}
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def _replace_activation(layers: list[dict], old: set[str], new_type: str) -> list[dict]:
+    out = []
+    for l in layers:
+        l = dict(l)
+        if canon(l["type"]) == "residual":
+            l["layers"] = _replace_activation(l.get("layers") or [], old, new_type)
+        elif canon(l["type"]) in old:
+            l = {"type": new_type}
+        out.append(l)
+    return out
+
+
+def _saturating_patch(ctx: ProbeContext) -> dict[str, Any] | None:
+    """relu for the hidden sigmoid/tanh layers + he init; he init alone when there are none."""
+    layers = layer_dicts(ctx)
+    if layers and any(a in SATURATING for a in hidden_activations(ctx)):
+        return {"model.layers": relu_instead_of_saturating(layers), "model.init": "he"}
+    good = recommended_init(ctx)
+    return None if ctx.spec.model.init.scheme == good else {"model.init": good}
+
+
+# ---- G400 ------------------------------------------------------------------------------------
+
+@check("G400")
+def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
+    """G400 non-finite-training: NaN/Inf in the loss, gradients or weights; first step and layer."""
+    rec = ctx.baseline if ctx.baseline is not None else ctx.init
+    if rec is None or rec.first_nonfinite is None:
+        return None
+    nf = rec.first_nonfinite
+    step, where, layer = nf.get("step"), nf.get("where"), nf.get("layer")
+    opt = ctx.spec.optimizer
+    finite = [v for v in rec.losses if v is not None]
+    ev: dict[str, Any] = {"step": step, "where": where, "layer": layer, "lr": opt.lr, "optimizer": opt.name,
+                          "grad_clip": opt.grad_clip, "last_finite_losses": finite[-3:],
+                          "initial_loss": rec.initial_loss}
+    rec_lr = _recommended_lr(ctx)
+    fixes = []
+    if rec_lr and rec_lr < opt.lr:
+        fixes.append(f"lower optimizer.lr from {opt.lr:g} to {rec_lr:g} (the lr probe's recommendation)")
+        patch: dict[str, Any] = {"optimizer.lr": rec_lr}
+    elif opt.grad_clip is None:
+        fixes.append(f"set optimizer.grad_clip: {DEFAULT_CLIP:g} and lower optimizer.lr (now {opt.lr:g})")
+        patch = {"optimizer.grad_clip": DEFAULT_CLIP}
+    else:
+        fixes.append(f"lower optimizer.lr from {opt.lr:g} to {opt.lr / 10:g}")
+        patch = {"optimizer.lr": float(f"{opt.lr / 10:.2g}")}
+    if ctx.spec.data.normalize == "none":
+        fixes.append("set data.normalize: standardize")
+    if ctx.spec.loss.name == "bce" and where in ("loss", "gradient"):
+        fixes.append("use loss: bce_with_logits (stable log of the sigmoid) without the final sigmoid")
+    at = f" in {layer}" if layer else ""
+    return Finding("G400", f"training goes non-finite at step {step}: first NaN/Inf in the {where}{at} "
+                           f"(lr {opt.lr:g}, {opt.name})", "; ".join(fixes), ev, patch=patch)
+
+
+# ---- G401 ------------------------------------------------------------------------------------
+
+@check("G401")
+def check_vanishing_gradients(ctx: ProbeContext) -> Finding | None:
+    """G401 vanishing-gradients: the first layers' grad norm is orders of magnitude below the last layers'."""
+    rec = _record(ctx)
+    if rec is None or not rec.init_layers:
+        return None
+    if ctx.spec.model.init.scheme == "zeros":
+        return None   # exactly-zero gradients of a zero init: M204 and G405 report it
+    names = weight_layers(rec)
+    step, last = _last_stats(rec)
+    g0 = {n: rec.init_layers.get(n, {}).get("grad_norm") for n in names}
+    gl = {n: last.get(n, {}).get("grad_norm") for n in names}
+    names = [n for n in names if g0[n] is not None and gl[n] is not None]
+    if len(names) < 2:
+        return None
+    first, out = names[0], names[-1]
+    ratios = [g[first] / g[out] for g in (g0, gl) if g[out] > 0]
+    if not ratios:
+        return None
+    ratio = max(ratios)      # persistent: vanishing at init and still at the last record
+    if ratio >= VANISH_RATIO:
+        return None
+    first_norm = max(g0[first], gl[first])
+    ev = {"grad_norm_init": {n: g0[n] for n in names}, f"grad_norm_step_{step}": {n: gl[n] for n in names},
+          "ratio_first_last": ratio, "thresholds": {"ratio": VANISH_RATIO, "zero": VANISH_ZERO},
+          "activations": sorted(set(hidden_activations(ctx))), "init": str(ctx.spec.model.init)}
+    severity = "error" if first_norm < VANISH_ZERO else None
+    patch = _saturating_patch(ctx)
+    sat = any(a in SATURATING for a in hidden_activations(ctx))
+    fix = ("use relu for the hidden activations and set model.init: he (or add batchnorm1d after each linear, "
+           "or residual connections)" if sat else
+           f"set model.init: {recommended_init(ctx)}, add batchnorm1d after the weight layers, or residual connections")
+    return Finding("G401", f"gradients vanish: {first} gets a grad norm of {_g(first_norm)}, {ratio:.1g}x that of "
+                           f"{out} ({_g(max(g0[out], gl[out]))}; threshold {VANISH_RATIO:g}x)"
+                           + (" -- the first layer gets ~0" if severity else ""),
+                   fix, ev, severity=severity, patch=patch)
+
+
+# ---- G402 ------------------------------------------------------------------------------------
+
+def total_grad_norms(rec: ProbeRecord) -> list[tuple[int, float | None]]:
+    """(step, global grad norm over every recorded layer); None when some layer's norm was non-finite."""
+    records = rec.layers or ([{"step": 0, "stats": rec.init_layers}] if rec.init_layers else [])
+    out = []
+    for r in records:
+        norms = [st["grad_norm"] for st in r["stats"].values() if "grad_norm" in st]
+        if not norms:
+            continue
+        out.append((r["step"], None if any(v is None for v in norms) else math.sqrt(sum(v * v for v in norms))))
+    return out
+
+
+@check("G402")
+def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
+    """G402 exploding-gradients: total grad norm very large, growing fast, or overflowing."""
+    rec = _record(ctx)
+    if rec is None:
+        return None
+    totals = total_grad_norms(rec)
+    if not totals:
+        return None
+    finite = [(s, v) for s, v in totals if v is not None]
+    overflow = next((s for s, v in totals if v is None), None)
+    big = max(finite, key=lambda sv: sv[1]) if finite else None
+    growth = None
+    if len(finite) >= 2 and finite[0][1] > 0:
+        later = max(v for _, v in finite[1:])
+        growth = later / finite[0][1] if later >= EXPLODE_GROWTH_FLOOR else None
+    ev = {"total_grad_norm": {str(s): v for s, v in totals}, "grad_clip": ctx.spec.optimizer.grad_clip,
+          "thresholds": {"norm": EXPLODE_NORM, "growth": EXPLODE_GROWTH, "growth_floor": EXPLODE_GROWTH_FLOOR}}
+    if growth is not None:
+        ev["growth"] = growth
+    if overflow is not None:
+        what, severity = f"the gradient norm overflows (non-finite) at step {overflow}", "error"
+    elif big is not None and big[1] > EXPLODE_NORM:
+        what, severity = f"the total gradient norm reaches {big[1]:.3g} at step {big[0]} (> {EXPLODE_NORM:g})", None
+    elif growth is not None and growth > EXPLODE_GROWTH:
+        what, severity = f"the total gradient norm grows {growth:.3g}x within the probe (> {EXPLODE_GROWTH:g}x)", None
+    else:
+        return None
+    opt = ctx.spec.optimizer
+    rec_lr = _recommended_lr(ctx)
+    if opt.grad_clip is None:
+        fix, patch = f"set optimizer.grad_clip: {DEFAULT_CLIP:g}", {"optimizer.grad_clip": DEFAULT_CLIP}
+    elif rec_lr and rec_lr < opt.lr:
+        fix, patch = f"lower optimizer.lr from {opt.lr:g} to {rec_lr:g}", {"optimizer.lr": rec_lr}
+    else:
+        fix, patch = "lower optimizer.lr, add batchnorm1d/layernorm", None
+    if ctx.spec.data.normalize == "none":
+        fix += "; set data.normalize: standardize"
+    return Finding("G402", f"gradients explode: {what}", fix, ev, severity=severity, patch=patch)
+
+
+# ---- G403 ------------------------------------------------------------------------------------
+
+@check("G403")
+def check_dead_relu(ctx: ProbeContext) -> Finding | None:
+    """G403 dead-relu: a large fraction of a ReLU layer's units inactive on the whole probe batch."""
+    rec = _record(ctx)
+    if rec is None:
+        return None
+    dead = _dead_fractions(rec)
+    bad = {n: v for n, v in dead.items() if v >= DEAD_FRACTION}
+    if not bad:
+        return None
+    worst = max(bad, key=bad.get)
+    step, _ = _last_stats(rec)
+    ev = {"dead_fraction": dead, "dead_fraction_init": {n: rec.init_layers.get(n, {}).get("dead_frac") for n in dead},
+          "step": step, "threshold": DEAD_FRACTION, "window": STAT_WINDOW, "lr": ctx.spec.optimizer.lr}
+    # a layer with every unit dead passes no signal at all: training cannot use what is before it
+    severity = "error" if bad[worst] >= 1.0 else None
+    layers = layer_dicts(ctx)
+    patch = {"model.layers": _replace_activation(layers, {"relu", "relu6"}, "leaky_relu")} if layers else None
+    fix = "use leaky_relu (or elu) instead of relu"
+    if ctx.spec.data.normalize == "none":
+        fix += "; set data.normalize: standardize"
+    fix += f"; if the lr is high (now {ctx.spec.optimizer.lr:g}), lower it"
+    return Finding("G403", f"dead ReLUs: {bad[worst]:.0%} of the units of {worst} never activate on a probe batch "
+                           f"at step {step} ({len(bad)} layer{'s' if len(bad) > 1 else ''} >= {DEAD_FRACTION:.0%})",
+                   fix, ev, severity=severity, patch=patch)
+
+
+# ---- G404 ------------------------------------------------------------------------------------
+
+@check("G404")
+def check_saturated_activations(ctx: ProbeContext) -> Finding | None:
+    """G404 saturated-activations: sigmoid/tanh outputs mostly in their flat regions."""
+    rec = _record(ctx)
+    if rec is None:
+        return None
+    sat = {n: min(v) for n, v in _window(rec, "sat_frac").items()}
+    bad = {n: v for n, v in sat.items() if v >= SATURATED_FRACTION}
+    if not bad:
+        return None
+    worst = max(bad, key=bad.get)
+    step, _ = _last_stats(rec)
+    ev = {"saturated_fraction": sat, "step": step, "threshold": SATURATED_FRACTION, "window": STAT_WINDOW,
+          "normalize": ctx.spec.data.normalize,
+          "flat_region": "sigmoid within 0.01 of 0/1, |tanh| > 0.99"}
+    if ctx.spec.data.normalize == "none":
+        fix, patch = "set data.normalize: standardize (large inputs drive the units into the flat region)", \
+            {"data.normalize": "standardize"}
+    else:
+        layers = layer_dicts(ctx)
+        fix = "use relu for the hidden activations with model.init: he, or add batchnorm1d before them"
+        patch = {"model.layers": relu_instead_of_saturating(layers), "model.init": "he"} if layers else None
+    return Finding("G404", f"saturated activations: {bad[worst]:.0%} of the outputs of {worst} are in the flat "
+                           f"region at step {step} (>= {SATURATED_FRACTION:.0%}; the derivative there is ~0)",
+                   fix, ev, patch=patch)
+
+
+# ---- G405 ------------------------------------------------------------------------------------
+
+@check("G405")
+def check_params_not_updating(ctx: ProbeContext) -> Finding | None:
+    """G405 params-not-updating: parameters without a gradient, or unchanged after the probe's steps."""
+    rec = ctx.baseline
+    if rec is None or rec.error is not None:
+        return None
+    no_grad = list(rec.params_without_grad)
+    unchanged = [p for p in rec.params_unchanged if p not in no_grad]
+    if not no_grad and not unchanged:
+        return None
+    ev = {"params_without_grad": no_grad, "params_unchanged": unchanged, "steps": rec.steps_run,
+          "init": str(ctx.spec.model.init)}
+    parts = []
+    if no_grad:
+        parts.append(f"{len(no_grad)} get no gradient ({', '.join(no_grad[:6])}{', ...' if len(no_grad) > 6 else ''})")
+    if unchanged:
+        parts.append(f"{len(unchanged)} never change in {rec.steps_run} steps "
+                     f"({', '.join(unchanged[:6])}{', ...' if len(unchanged) > 6 else ''})")
+    patch = None
+    if ctx.spec.model.init.scheme in ("zeros", "constant"):
+        good = recommended_init(ctx)
+        fix = (f"set model.init: {good}: with {ctx.spec.model.init} weights the hidden units output the same value "
+               f"and these parameters get exactly zero gradient")
+        patch = {"model.init": good}
+    elif no_grad:
+        fix = ("make sure every parameter is used in forward(), has requires_grad=True and is passed to the "
+               "optimizer; remove torch.no_grad()/detach() around the model's computation")
+    else:
+        fix = ("they receive zero gradient: check for dead units (G403), detach()/no_grad in forward(), or "
+               "parameters left out of the optimizer")
+    return Finding("G405", f"parameters not updating: {'; '.join(parts)}", fix, ev, patch=patch)
+
+
+# ---- G406 ------------------------------------------------------------------------------------
+
+def update_ratios(rec: ProbeRecord) -> dict[str, float]:
+    """Weight layer -> median update/weight norm ratio over the recorded steps."""
+    out = {}
+    for name in weight_layers(rec):
+        vals = [r["stats"].get(name, {}).get("update_ratio") for r in rec.layers]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        if vals:
+            out[name] = statistics.median(vals)
+    return out
+
+
+@check("G406")
+def check_update_ratio(ctx: ProbeContext) -> Finding | None:
+    """G406 update-ratio: the update-to-weight norm ratio far from ~1e-3."""
+    rec = _record(ctx)
+    if rec is None:
+        return None
+    if any(v >= 1.0 for v in _dead_fractions(rec).values()):
+        return None   # a fully dead ReLU layer stops every update before it: G403, not the lr
+    # layers that never move are G405's (frozen, no gradient); the lr rule applies to those that do
+    ratios = {n: v for n, v in update_ratios(rec).items() if v > 0}
+    if not ratios:
+        return None
+    med = statistics.median(ratios.values())
+    if UPDATE_RATIO_LOW <= med <= UPDATE_RATIO_HIGH:
+        return None
+    big = med > UPDATE_RATIO_HIGH
+    lr = ctx.spec.optimizer.lr
+    rec_lr = _recommended_lr(ctx)
+    if rec_lr and (rec_lr < lr if big else rec_lr > lr):
+        new_lr, how = rec_lr, "the lr probe's recommendation"
+    else:
+        # the update is proportional to the lr: scale it towards the target ratio (at most 100x)
+        factor = min(max(UPDATE_RATIO_TARGET / med, 1e-2), 1e2)
+        new_lr, how = float(f"{lr * factor:.1g}"), f"to bring the ratio near {UPDATE_RATIO_TARGET:g}"
+    ev = {"update_ratio": ratios, "median": med, "lr": lr, "optimizer": ctx.spec.optimizer.name,
+          "thresholds": {"target": UPDATE_RATIO_TARGET, "low": UPDATE_RATIO_LOW, "high": UPDATE_RATIO_HIGH}}
+    return Finding("G406", f"update/weight ratio {med:.2g} (median over layers and recorded steps) is "
+                           f"{'above' if big else 'below'} {UPDATE_RATIO_HIGH if big else UPDATE_RATIO_LOW:g} "
+                           f"(~{UPDATE_RATIO_TARGET:g} is healthy): updates are {'too big' if big else 'too small'} "
+                           f"at lr {lr:g}",
+                   f"{'lower' if big else 'raise'} optimizer.lr from {lr:g} to {new_lr:g} ({how})", ev,
+                   patch={"optimizer.lr": new_lr})
+
+
+# ---- G407 ------------------------------------------------------------------------------------
+
+def loss_floor(ctx: ProbeContext) -> float:
+    """The lowest loss reachable: 0, or the entropy of the smoothed targets under label smoothing."""
+    eps = ctx.spec.loss.label_smoothing
+    C = ctx.arrays.n_classes if ctx.arrays is not None else None
+    if ctx.spec.loss.name != "cross_entropy" or not eps or not C:
+        return 0.0
+    p_true, p_other = 1 - eps + eps / C, eps / C
+    return -(p_true * math.log(p_true) + (C - 1) * p_other * math.log(p_other))
+
+
+@check("G407")
+def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
+    """G407 cannot-overfit-small-batch: ~10 samples, many steps, and the loss does not approach zero."""
+    rec = ctx.tiny
+    if rec is None or rec.error is not None or rec.initial_loss is None or rec.final_loss is None:
+        return None   # a tiny probe that diverges is explained by the lr findings (H300/G400)
+    floor = loss_floor(ctx)
+    start, end = rec.initial_loss - floor, rec.final_loss - floor
+    if start <= 0 or end <= TINY_FRACTION * start or end <= TINY_FLOOR:
+        return None
+    n = rec.settings.get("subset")
+    lr = ctx.working_lr or rec.overrides.get("optimizer.lr") or ctx.spec.optimizer.lr
+    ev: dict[str, Any] = {"samples": n, "steps": rec.steps_run, "lr": lr, "initial_loss": rec.initial_loss,
+                          "final_loss": rec.final_loss, "fraction": end / start,
+                          "thresholds": {"fraction": TINY_FRACTION, "floor": TINY_FLOOR}}
+    if floor:
+        ev["loss_floor"] = floor
+    # the step 2 findings that explain a model that cannot memorise 10 samples, errors first
+    related = []
+    for fn in (check_output_activation_mismatch, check_loss_task_mismatch, check_output_size_mismatch,
+               check_symmetric_init, check_saturating_deep_network, check_init_scale_mismatch,
+               check_capacity_mismatch):
+        try:
+            found = [f for f in as_list(fn(ctx)) if f.severity.rank >= 1 and f.evidence.get("kind") != "too big"]
+        except Exception:
+            found = []
+        related += found[:1]
+    related.sort(key=lambda f: -f.severity.rank)
+    patch = None
+    fix = "an implementation or label bug: check the step 2 findings (output layer, loss, init) and the labels"
+    if related:
+        ev["related"] = [f.code for f in related]
+        fix = f"{related[0].code}: {related[0].fix}"
+        patch = related[0].patch
+    return Finding("G407", f"cannot overfit {n} samples: loss {rec.initial_loss:.3g} -> {rec.final_loss:.3g} after "
+                           f"{rec.steps_run} steps at lr {lr:g} ({end / start:.0%} of the start; near zero is "
+                           f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev, patch=patch)

@@ -1,0 +1,406 @@
+"""Step 3 checks: the hyperparameters (H300-H308), read off the probe records in a ProbeContext.
+
+Each check returns early when its probe is missing (skipped for the budget, or its prerequisite
+failed) and never trains anything itself: the doctor runs the probes, these functions only judge
+them. "Clearly better" always means both a relative margin and an absolute floor measured against
+the probe's starting loss, so two runs that both reach a near-zero loss (0.06 vs 0.03 on wine) are
+not told apart on noise.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import curves, lr_search
+from ..probe import DIVERGE_FACTOR, ProbeRecord
+from ..report import Finding
+from . import check
+from .context import ProbeContext
+
+HYPER_CODES = ["H300", "H301", "H302", "H303", "H304", "H305", "H306", "H307", "H308"]
+
+# ---- thresholds -------------------------------------------------------------------------------------
+CLEAR_MARGIN = 0.2        # "clearly lower": >= 20% below the other run's loss (H302/H303/H307). Measured on wine:
+                          # batch 8 vs the healthy 32 at equal samples reach val 0.032 vs 0.063 (-49%) ...
+CLEAR_FLOOR = 0.05        # ... AND lower by >= 5% of the probe's starting loss (that -49% is 0.031 = 2.9% of 1.085:
+                          # both near zero, not told apart); adam weight_decay 1 vs 0: 0.95 vs 0.09 (80% of start)
+NOT_WORSE_MARGIN = 0.1    # H303: the weaker regularisation's val loss may be up to 10% (or CLEAR_FLOOR of the
+                          # start) above the configured one and still count as "not worse" (validation noise)
+UNDERFIT_FRACTION = curves.HIGH_LOSS_FRACTION  # H305: train and val still above 50% of their starting loss after
+                          # the probe (a working lr cuts it by >= 25% in 150 steps; healthy wine reaches 9%)
+ADAM_LR = 0.001           # H307: the optimizer the doctor tries against a struggling one (seeds/000: Adam 1e-3)
+ADAM_FAMILY = ("adam", "adamw")  # H307 says nothing when the configured optimizer is one of these
+CONFIGURED_COVERAGE = 0.9  # H308: the baseline probe must cover >= 90% of the configured training's steps
+                          # (epochs x ceil(rows / batch)) before "still falling at the end" says anything about it
+EPOCH_FACTOR = 2          # H308: suggest twice the epochs (a probe of the longer run verifies it)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
+
+
+def _lr(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:g}"
+
+
+def _losses(rec: ProbeRecord | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    return {"initial_loss": rec.initial_loss, "final_loss": rec.final_loss,
+            "initial_val_loss": rec.initial_val_loss, "final_val_loss": rec.final_val_loss,
+            "steps": rec.steps_run, "stopped": rec.stopped, "error": rec.error, "overrides": rec.overrides}
+
+
+def _path(rec: dict[str, Any] | None) -> str:
+    """'1.06 -> 0.0922' (or where it stopped) for one probe summary."""
+    if rec is None:
+        return "not probed"
+    if rec.get("stopped") in ("diverged", "non-finite"):
+        return f"{_g(rec.get('initial_loss'))} -> {rec['stopped']} at step {rec.get('steps')}"
+    return f"{_g(rec.get('initial_loss'))} -> {_g(rec.get('final_loss'))}"
+
+
+def clearly_lower(a: float | None, b: float | None, ref: float | None) -> bool:
+    """a is clearly below b: by CLEAR_MARGIN of b and by CLEAR_FLOOR of the reference (starting) loss."""
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    floor = CLEAR_FLOOR * abs(ref) if ref is not None and math.isfinite(ref) else 0.0
+    return a < b * (1 - CLEAR_MARGIN) and b - a >= floor
+
+
+def _metric(rec: ProbeRecord, use_val: bool) -> float | None:
+    return rec.final_val_loss if use_val else rec.final_loss
+
+
+def _start(rec: ProbeRecord, use_val: bool) -> float | None:
+    return rec.initial_val_loss if use_val else rec.initial_loss
+
+
+def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
+    """The seeds/003 pattern of the baseline probe: per-step training losses (denser than the two
+    full-batch points of train_eval; the curve classifier smooths them) against the validation losses.
+    A probe that stopped because its smoothed loss blew up is diverging whatever its last steps show."""
+    b = ctx.baseline
+    if b is None or b.error is not None or len(b.losses) < curves.MIN_POINTS:
+        return None
+    if b.stopped == "diverged":
+        return curves.make_verdict("diverging", f"the probe stopped at step {b.steps_run}: its smoothed loss rose "
+                                                f"above {DIVERGE_FACTOR:g}x its start",
+                                   {"stopped": b.stopped, "steps": b.steps_run, "initial_loss": b.initial_loss,
+                                    "thresholds": {"diverge_factor": DIVERGE_FACTOR}})
+    return curves.classify_curves(list(enumerate(b.losses)), b.val_losses or None)
+
+
+def _tried(ctx: ProbeContext) -> list[dict[str, Any]]:
+    return [{k: t.get(k) for k in ("lr", "status", "initial_loss", "final_loss", "final_val_loss", "steps",
+                                   "stopped")} for t in (ctx.lr.tried if ctx.lr is not None else [])]
+
+
+def _summary(ctx: ProbeContext, lr: float | None) -> dict[str, Any] | None:
+    if lr is None or ctx.lr is None:
+        return None
+    return next((t for t in _tried(ctx) if t["lr"] is not None and math.isclose(t["lr"], lr, rel_tol=1e-6)), None)
+
+
+def _best_working(ctx: ProbeContext) -> tuple[float, ProbeRecord] | None:
+    """The working probe with the lowest training loss (lr_search.decide's choice before the safety cap)."""
+    working = [(lr, r) for lr, r in ctx.lr_records.items()
+               if lr_search.classify(r) == lr_search.WORKING and r.final_loss is not None]
+    return min(working, key=lambda p: (p[1].final_loss, -p[0])) if working else None
+
+
+# ---- H300 / H301: the learning rate -----------------------------------------------------------------
+
+@check("H300")
+def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
+    """H300 lr-too-high: the configured lr diverged or oscillated in its probe."""
+    res = ctx.lr
+    if res is None or res.configured_status not in ("diverged", "unstable"):
+        return None
+    conf = _summary(ctx, res.configured)
+    rec = _summary(ctx, res.recommended)
+    best = _best_working(ctx)
+    evidence = {"configured_lr": res.configured, "configured_status": res.configured_status,
+                "configured_probe": conf, "recommended_lr": res.recommended, "rule": res.rule,
+                "recommended_probe": rec or (_summary(ctx, best[0]) if best else None),
+                "edge_of_stability": res.edge, "tried": _tried(ctx),
+                "thresholds": {"diverge_factor": DIVERGE_FACTOR, "unstable_rise": lr_search.UNSTABLE_RISE,
+                               "min_progress": lr_search.MIN_PROGRESS, "safety_factor": lr_search.SAFETY_FACTOR}}
+    what = "diverged" if res.configured_status == "diverged" else "oscillated"
+    message = f"the configured lr {_lr(res.configured)} {what} in its probe (loss {_path(conf)})"
+    if res.recommended is None:
+        return Finding("H300", message + "; no probed lr worked either",
+                       f"lower optimizer.lr (e.g. 10x) and look at the data, model and gradient findings: "
+                       f"{res.reason or 'no probed lr made the training loss fall'}", evidence)
+    if res.edge is not None:
+        message += f"; training breaks above ~{_lr(res.edge)}"
+    shown = evidence["recommended_probe"]
+    if rec is not None:
+        tested = f" (its probe: loss {_path(rec)})"
+    elif shown is not None:   # the recommendation is the best probe capped below the edge of stability
+        tested = f" (the best probe, lr {_lr(shown['lr'])}: loss {_path(shown)})"
+    else:
+        tested = ""
+    return Finding("H300", message, f"lower optimizer.lr from {_lr(res.configured)} to {_lr(res.recommended)}{tested}",
+                   evidence, patch={"optimizer.lr": res.recommended})
+
+
+def lr_too_low(ctx: ProbeContext) -> dict[str, Any] | None:
+    """The H301 condition: the configured lr works (or is too slow) but makes < TOO_LOW_RATIO of the best
+    working probe's progress, and the sweep recommends a higher lr. Returns the numbers, or None."""
+    res = ctx.lr
+    if res is None or res.recommended is None or res.configured is None:
+        return None
+    if res.configured_status not in (lr_search.WORKING, "too-slow") or res.configured >= res.recommended:
+        return None
+    conf_rec = ctx.lr_records.get(res.configured)
+    best = _best_working(ctx)
+    if conf_rec is None or best is None:
+        return None
+    best_lr, best_rec = best
+    mine, theirs = lr_search.progress(conf_rec), lr_search.progress(best_rec)
+    if theirs <= 0 or mine >= lr_search.TOO_LOW_RATIO * theirs:
+        return None
+    return {"configured": conf_rec, "best_lr": best_lr, "best": best_rec, "mine": mine, "theirs": theirs}
+
+
+@check("H301")
+def check_lr_too_low(ctx: ProbeContext) -> Finding | None:
+    """H301 lr-too-low: the configured lr makes far less progress than the sweep's best lr."""
+    low = lr_too_low(ctx)
+    if low is None:
+        return None
+    res, conf_rec, best_lr, best_rec = ctx.lr, low["configured"], low["best_lr"], low["best"]
+    mine, theirs = low["mine"], low["theirs"]
+    ratio = mine / theirs
+    evidence = {"configured_lr": res.configured, "configured_status": res.configured_status,
+                "configured_progress": mine, "best_lr": best_lr, "best_progress": theirs, "progress_ratio": ratio,
+                "configured_probe": _summary(ctx, res.configured), "best_probe": _summary(ctx, best_lr),
+                "recommended_lr": res.recommended, "rule": res.rule, "tried": _tried(ctx),
+                "thresholds": {"too_low_ratio": lr_search.TOO_LOW_RATIO, "min_progress": lr_search.MIN_PROGRESS}}
+    share = f"{ratio:.0%}" if ratio >= 0.01 else "<1%"
+    return Finding("H301",
+                   f"in {conf_rec.steps_run} steps the configured lr {_lr(res.configured)} cut the training loss "
+                   f"by {_g(mine)} ({_g(conf_rec.initial_loss)} -> {_g(conf_rec.final_loss)}), {share} of the "
+                   f"{_g(theirs)} that lr {_lr(best_lr)} did (-> {_g(best_rec.final_loss)})",
+                   f"raise optimizer.lr from {_lr(res.configured)} to {_lr(res.recommended)}",
+                   evidence, patch={"optimizer.lr": res.recommended})
+
+
+# ---- H302 / H303: batch size and regularisation ------------------------------------------------------
+
+@check("H302")
+def check_batch_size(ctx: ProbeContext) -> Finding | None:
+    """H302 batch-size: another batch size fits clearly better at equal samples seen, or the configured
+    one does not fit in memory."""
+    configured = ctx.spec.training.batch_size
+    mem = ctx.memory or {}
+    if mem.get("oom"):
+        fits = mem.get("max_batch")
+        evidence = {"configured_batch_size": configured, "memory": mem}
+        if fits:
+            return Finding("H302", f"batch size {configured} does not fit in memory; the largest that fits is {fits}",
+                           f"set training.batch_size: {fits} (or use gradient accumulation / mixed precision; "
+                           f"see R501)", evidence, patch={"training.batch_size": int(fits)})
+        return Finding("H302", f"batch size {configured} does not fit in memory, and no smaller batch was found to fit",
+                       "shrink the model or the inputs, or use mixed precision (see R501)", evidence)
+    conf = ctx.batch.get(configured)
+    if conf is None or not conf.ok:
+        return None
+    runs = {bs: r for bs, r in ctx.batch.items() if r.ok and r.final_loss is not None}
+    use_val = all(r.final_val_loss is not None for r in runs.values())
+    if len(runs) < 2 or _metric(conf, use_val) is None:
+        return None
+    best = min(runs, key=lambda bs: (_metric(runs[bs], use_val), bs))
+    which = "validation" if use_val else "training"
+    ref = _start(conf, use_val)
+    if best == configured or not clearly_lower(_metric(runs[best], use_val), _metric(conf, use_val), ref):
+        return None
+    evidence = {"configured_batch_size": configured, "best_batch_size": best, "compared": f"final {which} loss",
+                "runs": {bs: {"steps": r.steps_run, "final_loss": r.final_loss, "final_val_loss": r.final_val_loss}
+                         for bs, r in sorted(runs.items())},
+                "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR}}
+    direction = "smaller" if best < configured else "larger"
+    return Finding("H302",
+                   f"at equal samples seen, batch size {best} reaches a {which} loss of "
+                   f"{_g(_metric(runs[best], use_val))} vs {_g(_metric(conf, use_val))} with the configured "
+                   f"{configured} ({runs[best].steps_run} vs {conf.steps_run} steps)",
+                   f"set training.batch_size: {best} (a {direction} batch"
+                   + (", more updates per epoch)" if best < configured else ", less gradient noise)"),
+                   evidence, patch={"training.batch_size": best})
+
+
+def _regularisation(ctx: ProbeContext) -> dict[str, Any]:
+    layers = ctx.spec.model.layers or []
+    drop = [lay.kwargs.get("p", 0.5) for lay in layers if lay.type.startswith("dropout")]
+    return {"weight_decay": ctx.spec.optimizer.weight_decay, "optimizer": ctx.spec.optimizer.name,
+            "dropout_p": drop}
+
+
+@check("H303")
+def check_over_regularized(ctx: ProbeContext) -> Finding | None:
+    """H303 over-regularized: a weaker weight decay / dropout fits clearly better and validates no worse."""
+    conf, weak = ctx.regularization.get("configured"), ctx.regularization.get("weaker")
+    if conf is None or weak is None or not weak.ok or weak.final_loss is None:
+        return None
+    if conf.ok and not clearly_lower(weak.final_loss, conf.final_loss, conf.initial_loss):
+        return None
+    val_ok = True
+    if weak.final_val_loss is not None and conf.final_val_loss is not None:
+        slack = max(NOT_WORSE_MARGIN * abs(conf.final_val_loss), CLEAR_FLOOR * abs(conf.initial_val_loss or 0.0))
+        val_ok = weak.final_val_loss <= conf.final_val_loss + slack
+    if not val_ok:
+        return None
+    changes = ", ".join(f"{k}: {v}" for k, v in weak.overrides.items()) or "weaker regularisation"
+    evidence = {"configured": _regularisation(ctx), "weaker_overrides": dict(weak.overrides),
+                "configured_probe": _losses(conf), "weaker_probe": _losses(weak),
+                "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR,
+                               "not_worse_margin": NOT_WORSE_MARGIN}}
+    val = (f" (validation {_g(weak.final_val_loss)} vs {_g(conf.final_val_loss)})"
+           if weak.final_val_loss is not None and conf.final_val_loss is not None else "")
+    return Finding("H303",
+                   f"the regularisation holds the fit back: with {changes} the training loss reaches "
+                   f"{_g(weak.final_loss)} instead of {_g(conf.final_loss)}{val}",
+                   f"set {changes}", evidence, patch=dict(weak.overrides) or None)
+
+
+# ---- H304 / H305 / H306 / H308: the baseline's curves -----------------------------------------------
+
+def _curve_evidence(verdict: curves.CurveVerdict) -> dict[str, Any]:
+    return {"pattern": verdict.pattern, "reason": verdict.reason, **verdict.evidence}
+
+
+@check("H304")
+def check_overfitting(ctx: ProbeContext) -> Finding | None:
+    """H304 overfitting: the baseline's training loss falls while its validation loss is flat or rises."""
+    verdict = baseline_verdict(ctx)
+    if verdict is None or verdict.pattern != "overfitting":
+        return None
+    b = ctx.baseline
+    gap = None if b.final_val_loss is None or b.final_loss is None else b.final_val_loss - b.final_loss
+    v = verdict.evidence.get("val") or {}
+    evidence = {**_curve_evidence(verdict), "final_train_loss": b.final_loss, "final_val_loss": b.final_val_loss,
+                "generalisation_gap": gap,
+                "relative_gap": None if gap is None or not b.final_val_loss else gap / abs(b.final_val_loss),
+                "regularisation": _regularisation(ctx)}
+    stop = f"; the validation loss was lowest at step {v['min_step']:g}" if v.get("min_step") else ""
+    return Finding("H304",
+                   f"{verdict.reason}; final train {_g(b.final_loss)} vs validation {_g(b.final_val_loss)}{stop}",
+                   "add dropout (a dropout layer with p 0.2-0.5 after the hidden layers) or optimizer.weight_decay "
+                   "(e.g. 1e-4), stop earlier (fewer training.epochs), or get more training data", evidence)
+
+
+def _best_probe(ctx: ProbeContext) -> dict[str, Any] | None:
+    """The lowest final training loss any probe of the context reached (H305 evidence: what is attainable)."""
+    runs = [(f"lr {lr:g}", r) for lr, r in ctx.lr_records.items()]
+    runs += [(f"batch {bs}", r) for bs, r in ctx.batch.items()]
+    runs += [(f"regularisation {k}", r) for k, r in ctx.regularization.items()]
+    runs += [(f"optimizer {k}", r) for k, r in ctx.optimizers.items()]
+    runs = [(name, r) for name, r in runs if r.ok and r.final_loss is not None]
+    if not runs:
+        return None
+    name, r = min(runs, key=lambda p: p[1].final_loss)
+    return {"probe": name, "initial_loss": r.initial_loss, "final_loss": r.final_loss, "steps": r.steps_run}
+
+
+@check("H305")
+def check_underfitting(ctx: ProbeContext) -> Finding | None:
+    """H305 underfitting: training and validation loss both stay high, and the lr is not the reason."""
+    b = ctx.baseline
+    if b is None or not b.ok or not b.initial_loss or b.final_loss is None or b.initial_loss <= 0:
+        return None
+    verdict = baseline_verdict(ctx)
+    if verdict is None or verdict.pattern == "diverging":
+        return None
+    train_ratio = b.final_loss / b.initial_loss
+    val_ratio = (b.final_val_loss / b.initial_val_loss
+                 if b.final_val_loss is not None and b.initial_val_loss and b.initial_val_loss > 0 else None)
+    if train_ratio <= UNDERFIT_FRACTION or (val_ratio is not None and val_ratio <= UNDERFIT_FRACTION):
+        return None
+    res = ctx.lr
+    # a diverging/oscillating lr (H300) or a too-low one that a higher lr fixes (H301) is the explanation
+    if res is not None and (res.configured_status in ("diverged", "unstable")
+                            or (res.configured_status == "too-slow" and res.recommended is not None)
+                            or lr_too_low(ctx) is not None):
+        return None
+    best = _best_probe(ctx)
+    reg = _regularisation(ctx)
+    hints = ["more capacity (wider or more hidden layers in model.layers)", "longer training (training.epochs)"]
+    if reg["weight_decay"] or reg["dropout_p"]:
+        hints.append("less regularisation (optimizer.weight_decay / dropout p; see H303)")
+    evidence = {**_curve_evidence(verdict), "train_ratio": train_ratio, "val_ratio": val_ratio,
+                "initial_loss": b.initial_loss, "final_loss": b.final_loss,
+                "initial_val_loss": b.initial_val_loss, "final_val_loss": b.final_val_loss,
+                "steps": b.steps_run, "lr_status": res.configured_status if res is not None else "not probed",
+                "regularisation": reg, "best_probe": best,
+                "thresholds": {"underfit_fraction": UNDERFIT_FRACTION}}
+    val = (f", validation {_g(b.initial_val_loss)} -> {_g(b.final_val_loss)} ({val_ratio:.0%})"
+           if val_ratio is not None else "")
+    return Finding("H305",
+                   f"after {b.steps_run} steps the training loss is still {train_ratio:.0%} of its start "
+                   f"({_g(b.initial_loss)} -> {_g(b.final_loss)}){val}; pattern {verdict.pattern}",
+                   "; or ".join(hints), evidence)
+
+
+@check("H306")
+def check_loss_curve_pattern(ctx: ProbeContext) -> Finding | None:
+    """H306 loss-curve-pattern: which of the seeds' five train/validation patterns the baseline shows."""
+    verdict = baseline_verdict(ctx)
+    if verdict is None:
+        return None
+    return Finding("H306", f"{verdict.pattern}: {verdict.reason} over {ctx.baseline.steps_run} steps",
+                   verdict.seeds_advice, _curve_evidence(verdict))
+
+
+@check("H308")
+def check_not_converged(ctx: ProbeContext) -> Finding | None:
+    """H308 not-converged: the training loss still falls steeply at the end of a configured-length run."""
+    verdict = baseline_verdict(ctx)
+    b = ctx.baseline
+    if verdict is None or not verdict.still_falling or not b.ok or ctx.arrays is None:
+        return None
+    t = ctx.spec.training
+    rows = len(ctx.arrays.X)
+    subset = (b.settings or {}).get("subset")
+    if subset:
+        rows = min(rows, subset)
+    bs = (b.settings or {}).get("batch_size") or t.batch_size
+    configured_steps = t.epochs * math.ceil(rows / min(bs, rows))
+    if b.steps_run < CONFIGURED_COVERAGE * configured_steps:
+        return None   # a probe shorter than the training says nothing about where the training ends
+    frac = verdict.evidence["train"].get("last_quarter_drop_fraction")
+    evidence = {**_curve_evidence(verdict), "configured_steps": configured_steps, "probe_steps": b.steps_run,
+                "last_quarter_drop_fraction": frac,
+                "thresholds": {"still_falling_fraction": curves.STILL_FALLING_FRACTION,
+                               "configured_coverage": CONFIGURED_COVERAGE}}
+    return Finding("H308",
+                   f"the training loss is still falling at the end of a {b.steps_run}-step probe (the configured "
+                   f"{t.epochs} epochs are {configured_steps} steps): its last quarter made {frac:.0%} of the drop",
+                   f"raise training.epochs from {t.epochs} to {t.epochs * EPOCH_FACTOR}", evidence,
+                   patch={"training.epochs": t.epochs * EPOCH_FACTOR})
+
+
+# ---- H307: the optimizer ----------------------------------------------------------------------------
+
+@check("H307")
+def check_optimizer_choice(ctx: ProbeContext) -> Finding | None:
+    """H307 optimizer-choice: Adam at 1e-3 trains clearly faster than the configured optimizer."""
+    conf, adam = ctx.optimizers.get("configured"), ctx.optimizers.get("adam")
+    o = ctx.spec.optimizer
+    if conf is None or adam is None or not adam.ok or adam.final_loss is None:
+        return None
+    if o.name in ADAM_FAMILY:   # already adaptive: a bad lr is H300/H301's business
+        return None
+    if conf.ok and not clearly_lower(adam.final_loss, conf.final_loss, conf.initial_loss):
+        return None
+    evidence = {"configured": {"name": o.name, "lr": o.lr, "momentum": o.momentum, **(_losses(conf) or {})},
+                "adam": {"name": "adam", "lr": ADAM_LR, **(_losses(adam) or {})},
+                "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR}}
+    got = _g(conf.final_loss) if conf.ok else f"nothing: it {conf.stopped} at step {conf.steps_run}"
+    return Finding("H307",
+                   f"adam (lr {ADAM_LR:g}) reaches a training loss of {_g(adam.final_loss)} in {adam.steps_run} "
+                   f"steps; the configured {o.name} (lr {o.lr:g}) reaches {got}",
+                   f"set optimizer.name: adam and optimizer.lr: {ADAM_LR:g}", evidence,
+                   patch={"optimizer.name": "adam", "optimizer.lr": ADAM_LR})

@@ -1,0 +1,614 @@
+"""Step 2 checks: the model structure (M200-M208), seeds/000 "验证模型结构：输出层是否匹配任务，权重初始化是否正确".
+
+Static checks read the spec (`ctx.spec`, `ctx.model_summary`) and the data (`ctx.arrays`); measured ones
+read probe records (`ctx.init`: per-layer statistics at init; `ctx.subset_fit`: a fit of a small training
+subset). Each returns a Finding, a list of them, or None when it does not apply or its input is missing.
+A finding's `patch` is the spec change that implements its fix (dotted overrides for Spec.with_overrides);
+layer edits are written as a whole new `model.layers` list.
+
+Thresholds (module constants below) were set from probes on sample_data/wine.csv (178 rows, 3 classes,
+142 training rows) and diabetes.csv; the measured values are quoted next to each constant.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelBuildError
+from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
+from ..report import Finding
+from . import check
+from .context import ProbeContext
+
+MODEL_CODES = ["M200", "M201", "M202", "M203", "M204", "M205", "M206", "M207", "M208"]
+
+# ---- thresholds ------------------------------------------------------------------------------
+STD_RATIO_LOW = 0.1        # M205: last/first weight-layer output std < 1/10 at init = the signal vanishes
+                           # (measured: 8-layer ReLU MLP with xavier 0.026 -- the spec's example; with he 0.40,
+                           # torch default 0.15; 2-layer ReLU MLP default 0.33; digits conv net default 0.15)
+STD_RATIO_HIGH = 10.0      # M205: last/first > 10 = the signal blows up ({normal: 3.0} 8-layer ReLU: 1.7e8)
+STD_MIN_WEIGHT_LAYERS = 3  # M205: need >= 3 weight layers: with 2 the "ratio" is one layer's gain, not a trend
+SATURATING_DEEP = 4        # M206: >= 4 sigmoid/tanh hidden activations: sigmoid' <= 0.25, so the gradient
+                           # reaching the first layer is scaled by <= 0.25^4 = 0.004 (seeds/004)
+INIT_LOSS_FACTOR = 3.0     # M207: initial loss > 3x or < 1/3 of its expected value (standardized wine, default
+                           # init: 1.06 vs ln 3 = 1.10, ratio 0.97; he 8-layer: 1.26, 1.14; unscaled wine: 90, 82x)
+SUBSET_FIT_FRACTION = 0.25  # M208: a fitted subset ends below 25% of its initial loss (width-64 MLP on wine:
+                            # 0.07 at lr 1e-3, 0.001 at 1e-2; width-1 MLP: 0.41-0.78; width-2: 0.13 at 1e-2)
+SMALL_PARAMS_PER_ROW = 1.0  # M208: "small" = fewer parameters than subset rows (it cannot memorise them);
+                            # larger models that fail to fit point at optimisation or labels (G407), not size
+BIG_PARAMS_PER_ROW = 100.0  # M208: > 100 parameters per training row = far more than the data support
+                            # (the 2x64 wine MLP has 1,091 parameters for 142 rows: 7.7 per row)
+
+CE_LOSSES = ("cross_entropy", "nll")
+BCE_LOSSES = ("bce", "bce_with_logits")
+REGRESSION_LOSSES = ("mse", "l1", "huber")
+RELU_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish", "prelu",
+               "rrelu"}
+PASSIVE = {"dropout", "dropout1d", "dropout2d", "alpha_dropout", "identity", "flatten", "unflatten"}
+# the output range of activations that bound a regression output: (low, high); None = unbounded on that side
+OUTPUT_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "relu": (0.0, None), "relu6": (0.0, 6.0), "softplus": (0.0, None), "sigmoid": (0.0, 1.0),
+    "hardsigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardtanh": (-1.0, 1.0), "softsign": (-1.0, 1.0),
+    "elu": (-1.0, None), "celu": (-1.0, None), "selu": (-1.7581, None), "gelu": (-0.17, None),
+    "silu": (-0.2785, None), "mish": (-0.3089, None), "hardswish": (-0.375, None), "softmax": (0.0, 1.0),
+    "softmin": (0.0, 1.0), "log_softmax": (None, 0.0), "logsigmoid": (None, 0.0), "threshold": (None, None),
+}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def canon(typ: str) -> str:
+    return _ACT_ALIASES.get(typ, typ)
+
+
+def layer_dicts(ctx: ProbeContext) -> list[dict[str, Any]] | None:
+    """spec.model.layers as plain dicts (the form a `model.layers` patch takes); None for user classes."""
+    if ctx.spec.model.class_ or not ctx.spec.model.layers:
+        return None
+    return [layer.model_dump(exclude_none=True) for layer in ctx.spec.model.layers]
+
+
+def _last_index(layers: list[dict], want) -> int | None:
+    """Index of the output's last top-level layer (trailing dropout/identity/flatten skipped) if want(type)."""
+    for i in range(len(layers) - 1, -1, -1):
+        t = canon(layers[i]["type"])
+        if t in PASSIVE:
+            continue
+        return i if want(t) else None
+    return None
+
+
+def without_last_activation(layers: list[dict]) -> list[dict] | None:
+    i = _last_index(layers, lambda t: t in ACTIVATIONS)
+    return None if i is None else layers[:i] + layers[i + 1:]
+
+
+def with_last_out(layers: list[dict], n: int) -> list[dict] | None:
+    """The layers with the last linear layer's `out` set to n (None when the output is not a linear)."""
+    for i in range(len(layers) - 1, -1, -1):
+        t = canon(layers[i]["type"])
+        if t in PASSIVE or t in ACTIVATIONS:
+            continue
+        if t != "linear":
+            return None
+        new = [dict(l) for l in layers]
+        new[i]["out"] = n
+        return new
+    return None
+
+
+def relu_instead_of_saturating(layers: list[dict]) -> list[dict]:
+    """Hidden sigmoid/tanh-like activations -> relu (the output activation, if any, is kept)."""
+    out_idx = _last_index(layers, lambda t: t in ACTIVATIONS)
+
+    def swap(ls: list[dict], top: bool) -> list[dict]:
+        new = []
+        for i, l in enumerate(ls):
+            l = dict(l)
+            if canon(l["type"]) == "residual":
+                l["layers"] = swap(l.get("layers") or [], False)
+            elif canon(l["type"]) in SATURATING and not (top and i == out_idx):
+                l = {"type": "relu"}
+            new.append(l)
+        return new
+    return swap(layers, True)
+
+
+def hidden_activations(ctx: ProbeContext) -> list[str]:
+    """Hidden activation types, from the spec, else from a probe's layer names ("1:relu")."""
+    if ctx.model_summary:
+        acts = list(ctx.model_summary.get("activations") or [])
+        if ctx.model_summary.get("last_activation") and acts:
+            acts.pop()
+        return acts
+    rec = ctx.init or ctx.baseline
+    if rec is None:
+        return []
+    acts = [name.split(":", 1)[-1] for name, kind in rec.layer_kinds.items() if kind == "activation"]
+    return acts[:-1] if acts and acts[-1] in ("softmax", "log_softmax", "sigmoid") else acts
+
+
+def recommended_init(ctx: ProbeContext) -> str:
+    """he for ReLU-family nets, xavier for sigmoid/tanh nets (seeds/000, seeds/004)."""
+    acts = hidden_activations(ctx)
+    n_sat = sum(a in SATURATING for a in acts)
+    n_relu = sum(a in RELU_FAMILY for a in acts)
+    return "xavier" if n_sat > n_relu else "he"
+
+
+def n_classes(ctx: ProbeContext) -> int | None:
+    return ctx.arrays.n_classes if ctx.arrays is not None else None
+
+
+def is_binary(ctx: ProbeContext) -> bool:
+    return ctx.task == "binary" or (ctx.task == "classification" and n_classes(ctx) == 2)
+
+
+def expected_outputs(ctx: ProbeContext) -> int | None:
+    """How many outputs the loss needs for this data; None when the loss does not fit the task (M203)."""
+    if ctx.arrays is None:
+        return None
+    loss, task = ctx.spec.loss.name, ctx.task
+    if task in ("classification", "binary"):
+        if loss in CE_LOSSES:
+            return n_classes(ctx)
+        if loss in BCE_LOSSES and is_binary(ctx):
+            return 1
+        return None
+    if task == "regression" and loss in REGRESSION_LOSSES:
+        return ctx.arrays.target_dim
+    if task == "multilabel" and (loss in BCE_LOSSES or loss in REGRESSION_LOSSES):
+        return ctx.arrays.target_dim
+    return None
+
+
+def measured_outputs(ctx: ProbeContext) -> int | None:
+    """ctx.n_outputs, else a dummy forward of the spec's model."""
+    if ctx.n_outputs is not None:
+        return ctx.n_outputs
+    if ctx.arrays is None or ctx.build_error is not None:
+        return None
+    try:
+        import torch
+        from ..model import build_model
+        model = build_model(ctx.spec.model, ctx.arrays.sample_shape, ctx.spec.base_dir)
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros((2,) + tuple(ctx.arrays.sample_shape)))
+        return int(out.shape[-1]) if out.dim() > 1 else 1
+    except Exception:
+        return None
+
+
+def training_target(ctx: ProbeContext) -> np.ndarray | None:
+    """The regression target the probes train on: standardized when data.normalize_target says so."""
+    if ctx.arrays is None:
+        return None
+    y = np.asarray(ctx.arrays.y, dtype=np.float64)
+    if ctx.task == "regression" and ctx.spec.data.normalize_target:
+        sd = y.std(axis=0, ddof=1, keepdims=True)
+        y = (y - y.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    return y
+
+
+def weight_layers(rec) -> list[str]:
+    """Names of the linear/conv/recurrent layers of a probe record, in forward order."""
+    return [name for name, kind in rec.layer_kinds.items() if kind in ("linear", "conv", "recurrent")]
+
+
+def activation_std_profile(rec) -> list[tuple[str, float | None]]:
+    """(layer, std of its output at init) for each weight layer, first to last (None: non-finite)."""
+    if rec is None or not rec.init_layers:
+        return []
+    return [(name, rec.init_layers[name].get("act_std")) for name in weight_layers(rec) if name in rec.init_layers]
+
+
+def std_ratio(rec) -> float | None:
+    """Last/first weight-layer output std at init (inf when a later layer overflows); None if unmeasurable."""
+    prof = activation_std_profile(rec)
+    if len(prof) < 2 or prof[0][1] is None or prof[0][1] <= 0:
+        return None
+    if any(v is None for _, v in prof[1:]):
+        return math.inf
+    return prof[-1][1] / prof[0][1]
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+# ---- M200 ------------------------------------------------------------------------------------
+
+@check("M200")
+def check_model_build_failed(ctx: ProbeContext) -> Finding | None:
+    """M200 model-build-failed: the model does not build or its dummy forward fails."""
+    err = ctx.build_error
+    if err is None:
+        return None
+    evidence = dict(getattr(err, "evidence", None) or {})
+    layer = getattr(err, "layer", None)
+    if layer:
+        evidence.setdefault("where", layer)
+    text = str(err).strip()
+    msg = text.splitlines()[0] if text else type(err).__name__
+    if not isinstance(err, ModelBuildError):
+        msg = f"{type(err).__name__}: {msg}"
+    where = layer if layer and layer.startswith("model") else f"model.{layer}" if layer else "the model"
+    fix = f"fix {where} as the message says, so that the shapes chain from the data's input to the output"
+    return Finding("M200", msg, fix, evidence)
+
+
+# ---- M201 ------------------------------------------------------------------------------------
+
+@check("M201")
+def check_output_size_mismatch(ctx: ProbeContext) -> Finding | None:
+    """M201 output-size-mismatch: output units != classes (or target dimensions)."""
+    want = expected_outputs(ctx)
+    if want is None or ctx.build_error is not None:
+        return None
+    if ctx.spec.model.class_ and ctx.n_outputs is None:
+        return None
+    got = measured_outputs(ctx)
+    if got is None or got == want:
+        return None
+    loss, task = ctx.spec.loss.name, ctx.task
+    what = (f"{n_classes(ctx)} classes" if task in ("classification", "binary") and loss in CE_LOSSES else
+            "a binary target (one logit)" if loss in BCE_LOSSES and task != "multilabel" else
+            f"{want} target column{'s' if want != 1 else ''}")
+    layers = layer_dicts(ctx)
+    new = with_last_out(layers, want) if layers else None
+    evidence = {"outputs": got, "expected": want, "task": task, "loss": loss}
+    if n_classes(ctx) is not None:
+        evidence["n_classes"] = n_classes(ctx)
+    fix = (f"set the last linear layer's out to {want}" if new else
+           f"make the model output {want} value{'s' if want != 1 else ''} per sample")
+    if is_binary(ctx) and loss in CE_LOSSES and got == 1:
+        fix += " (or keep 1 output and use loss: bce_with_logits)"
+    return Finding("M201", f"the model outputs {got} value{'s' if got != 1 else ''} per sample but {loss} on "
+                           f"{what} needs {want}", fix, evidence,
+                   patch={"model.layers": new} if new else None)
+
+
+# ---- M202 ------------------------------------------------------------------------------------
+
+@check("M202")
+def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
+    """M202 output-activation-mismatch: the last activation does not fit the loss or the target's range."""
+    summary = ctx.model_summary
+    layers = layer_dicts(ctx)
+    if summary is None or layers is None:
+        return None
+    last = summary.get("last_activation")
+    loss, task = ctx.spec.loss.name, ctx.task
+    ev = {"last_activation": last, "loss": loss, "task": task}
+    removed = without_last_activation(layers)
+
+    if loss == "cross_entropy" and last in ("softmax", "softmin", "sigmoid"):
+        return Finding("M202", f"the model ends in {last} but cross_entropy applies log_softmax itself: the double "
+                               f"squashing keeps the loss from going near 0 and shrinks the gradients",
+                       f"remove the final {last} layer (cross_entropy takes raw logits)", ev,
+                       patch={"model.layers": removed})
+    if loss == "cross_entropy" and last == "log_softmax":
+        return Finding("M202", "the model ends in log_softmax before cross_entropy, which applies log_softmax "
+                               "itself; harmless (log_softmax is idempotent) but redundant",
+                       "remove the final log_softmax layer, or use loss: nll with it", ev, severity="info",
+                       patch={"model.layers": removed})
+    if loss == "bce_with_logits" and last in ("sigmoid", "softmax", "hardsigmoid"):
+        return Finding("M202", f"the model ends in {last} but bce_with_logits applies the sigmoid itself: outputs "
+                               f"are squashed twice and the loss cannot go near 0",
+                       f"remove the final {last} layer (bce_with_logits takes raw logits)", ev,
+                       patch={"model.layers": removed})
+    if loss == "nll" and last != "log_softmax":
+        if last == "softmax":
+            i = _last_index(layers, lambda t: t == "softmax")
+            new = [dict(l) for l in layers]
+            new[i]["type"] = "log_softmax"
+            return Finding("M202", "nll expects log-probabilities but the model ends in softmax (probabilities)",
+                           "replace the final softmax with log_softmax (or drop it and use loss: cross_entropy)",
+                           ev, patch={"model.layers": new})
+        patch: dict[str, Any] = {"loss": "cross_entropy"}
+        if last is not None:
+            patch["model.layers"] = removed
+        return Finding("M202", f"nll expects log-probabilities but the model ends in "
+                               f"{last or 'a linear layer (raw logits)'}",
+                       ("use loss: cross_entropy on the raw logits" +
+                        (f" and remove the final {last}" if last else "") + " (or end the model in log_softmax)"),
+                       ev, patch=patch)
+    if loss == "bce" and last not in ("sigmoid", "hardsigmoid"):
+        patch = {"loss": "bce_with_logits"}
+        if last is not None:
+            patch["model.layers"] = removed
+        return Finding("M202", f"bce expects probabilities in [0, 1] but the model ends in "
+                               f"{last or 'a linear layer (raw logits, any sign)'}",
+                       "use loss: bce_with_logits on the raw logits" + (f" and remove the final {last}" if last else ""),
+                       ev, patch=patch)
+    if task == "regression" and loss in REGRESSION_LOSSES and last in OUTPUT_RANGE:
+        lo, hi = OUTPUT_RANGE[last]
+        y = training_target(ctx)
+        if y is None or (lo is None and hi is None):
+            return None
+        outside = np.zeros(y.shape, dtype=bool)
+        if lo is not None:
+            outside |= y < lo
+        if hi is not None:
+            outside |= y > hi
+        frac = float(outside.mean())
+        if frac == 0.0:
+            return None
+        rng = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        scaled = " (standardized: data.normalize_target)" if ctx.spec.data.normalize_target else ""
+        ev.update({"output_range": rng, "target_min": float(y.min()), "target_max": float(y.max()),
+                   "fraction_outside": frac})
+        return Finding("M202", f"the regression output ends in {last} (range {rng}) but {frac:.0%} of the "
+                               f"target{scaled} lies outside it (target {y.min():.3g} .. {y.max():.3g})",
+                       f"remove the final {last} layer: a regression output should be linear", ev,
+                       patch={"model.layers": removed})
+    return None
+
+
+# ---- M203 ------------------------------------------------------------------------------------
+
+@check("M203")
+def check_loss_task_mismatch(ctx: ProbeContext) -> Finding | None:
+    """M203 loss-task-mismatch: MSE/L1 on class labels, cross-entropy on a continuous target, BCE on multi-class."""
+    if ctx.arrays is None:
+        return None
+    loss, task, C = ctx.spec.loss.name, ctx.task, n_classes(ctx)
+    layers = layer_dicts(ctx)
+    last = (ctx.model_summary or {}).get("last_activation")
+    got = measured_outputs(ctx)
+    ev: dict[str, Any] = {"loss": loss, "task": task}
+    if C is not None:
+        ev["n_classes"] = C
+
+    def patch_for(new_loss: str, n_out: int, drop_last: bool) -> dict[str, Any]:
+        p: dict[str, Any] = {"loss": new_loss}
+        if layers is not None:
+            new = without_last_activation(layers) if drop_last and last else layers
+            if got is not None and got != n_out:
+                new = with_last_out(new, n_out) if new else None
+            if new is not None and new != layers:
+                p["model.layers"] = new
+        return p
+
+    if task in ("classification", "binary") and loss in REGRESSION_LOSSES:
+        if is_binary(ctx) and got == 1:
+            new_loss, n_out = "bce_with_logits", 1
+        else:
+            new_loss, n_out = "cross_entropy", C
+        return Finding("M203", f"{loss} is a regression loss but the target holds {C} class labels: it treats "
+                               f"the class ids as numbers to approximate", f"use loss: {new_loss}"
+                       + (f" with {n_out} outputs" if got != n_out else ""), ev,
+                       patch=patch_for(new_loss, n_out, last in ("softmax", "sigmoid", "log_softmax")))
+    if task == "regression" and (loss in CE_LOSSES or loss in BCE_LOSSES):
+        y = training_target(ctx)
+        if loss in BCE_LOSSES and y is not None and float(y.min()) >= 0.0 and float(y.max()) <= 1.0:
+            return None   # soft targets in [0, 1]: BCE is a legitimate choice
+        dim = ctx.arrays.target_dim
+        return Finding("M203", f"{loss} is a classification loss but the target is continuous (regression)",
+                       "use loss: mse (or l1/huber) with " + f"{dim} linear output{'s' if dim != 1 else ''}", ev,
+                       patch=patch_for("mse", dim, True))
+    if task == "classification" and loss in BCE_LOSSES and C is not None and C > 2:
+        return Finding("M203", f"{loss} is a binary loss but the target has {C} classes",
+                       f"use loss: cross_entropy with {C} outputs (raw logits)", ev,
+                       patch=patch_for("cross_entropy", C, True))
+    if task == "multilabel" and loss in CE_LOSSES:
+        dim = ctx.arrays.target_dim
+        return Finding("M203", f"{loss} picks one class per sample but the target has {dim} independent 0/1 labels "
+                               f"(multilabel)", f"use loss: bce_with_logits with {dim} outputs", ev,
+                       patch=patch_for("bce_with_logits", dim, True))
+    return None
+
+
+# ---- M204 ------------------------------------------------------------------------------------
+
+def symmetric_layers(ctx: ProbeContext) -> list[str]:
+    """Hidden linear/conv layers whose output units all have identical weights after init (built, not trained)."""
+    if ctx.arrays is None or ctx.build_error is not None:
+        return []
+    try:
+        from ..model import apply_init, build_model, layer_table
+        model = build_model(ctx.spec.model, ctx.arrays.sample_shape, ctx.spec.base_dir)
+        apply_init(model, ctx.spec.model.init, ctx.spec.training.seed)
+    except Exception:
+        return []
+    weights = [(name, m) for name, m, kind in layer_table(model) if kind in ("linear", "conv")]
+    out = []
+    for name, m in weights[:-1]:       # the output layer's units are told apart by the loss itself
+        w = m.weight.detach().reshape(m.weight.shape[0], -1)
+        if w.shape[0] > 1 and bool((w == w[:1]).all()):
+            out.append(name)
+    return out
+
+
+@check("M204")
+def check_symmetric_init(ctx: ProbeContext) -> Finding | None:
+    """M204 symmetric-init: zeros/constant weights make the units of a layer identical."""
+    init = ctx.spec.model.init
+    static = init.scheme in ("zeros", "constant")
+    measured = [] if static else (symmetric_layers(ctx) if ctx.spec.model.class_ else [])
+    flat = []
+    if ctx.init is not None:
+        prof = activation_std_profile(ctx.init)
+        flat = [name for name, std in prof[:-1] if std == 0.0]
+    if not static and not measured:
+        return None
+    layers = measured or flat
+    good = recommended_init(ctx)
+    ev: dict[str, Any] = {"init": str(init)}
+    if layers:
+        ev["identical_unit_layers"] = layers
+    if flat:
+        ev["zero_std_at_init"] = flat
+    where = f" ({', '.join(layers)})" if layers else ""
+    what = f"model.init is {init}" if static else "the model's own init"
+    return Finding("M204", f"{what}: every unit of a hidden layer starts with the same weights{where}, gets the "
+                           f"same gradient and stays identical",
+                   f"set model.init: {good}", ev, patch={"model.init": good})
+
+
+# ---- M205 ------------------------------------------------------------------------------------
+
+@check("M205")
+def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
+    """M205 init-scale-mismatch: the output std of the weight layers shrinks or grows by a large factor at init."""
+    rec = ctx.init
+    if rec is None or rec.error is not None:
+        return None
+    prof = activation_std_profile(rec)
+    ratio = std_ratio(rec)
+    if ratio is None or len(prof) < STD_MIN_WEIGHT_LAYERS:
+        return None
+    if STD_RATIO_LOW <= ratio <= STD_RATIO_HIGH:
+        return None
+    shrinks = ratio < STD_RATIO_LOW
+    good = recommended_init(ctx)
+    ev = {"init": str(ctx.spec.model.init), "act_std": {n: v for n, v in prof}, "std_ratio_last_first": ratio,
+          "thresholds": {"low": STD_RATIO_LOW, "high": STD_RATIO_HIGH, "min_weight_layers": STD_MIN_WEIGHT_LAYERS}}
+    same = ctx.spec.model.init.scheme == good
+    fix = (f"set model.init: {good}" if not same else
+           "add batchnorm1d/layernorm after the weight layers (the init already matches the activation)")
+    return Finding("M205", f"at init the output std of the {len(prof)} weight layers {'shrinks' if shrinks else 'grows'} "
+                           f"from {_g(prof[0][1])} to {_g(prof[-1][1])} ({ratio:.2g}x, outside "
+                           f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}",
+                   fix, ev, patch=None if same else {"model.init": good})
+
+
+# ---- M206 ------------------------------------------------------------------------------------
+
+@check("M206")
+def check_saturating_deep_network(ctx: ProbeContext) -> Finding | None:
+    """M206 saturating-deep-network: many sigmoid/tanh layers without normalisation or residual connections."""
+    s = ctx.model_summary
+    if s is None:
+        return None
+    n = s.get("n_saturating", 0)
+    if n < SATURATING_DEEP or s.get("has_norm") or s.get("has_residual"):
+        return None
+    layers = layer_dicts(ctx)
+    kinds = sorted({a for a in hidden_activations(ctx) if a in SATURATING})
+    ev = {"n_saturating": n, "activations": kinds, "has_norm": False, "has_residual": False,
+          "threshold": SATURATING_DEEP, "max_gradient_scale": 0.25 ** n if "sigmoid" in kinds else None}
+    patch = {"model.layers": relu_instead_of_saturating(layers), "model.init": "he"} if layers else None
+    return Finding("M206", f"{n} hidden {'/'.join(kinds)} activations and no batchnorm/layernorm or residual "
+                           f"connection (>= {SATURATING_DEEP}): gradients shrink through each saturating layer",
+                   "use relu for the hidden activations and set model.init: he (or add batchnorm1d after each "
+                   "linear)", ev, patch=patch)
+
+
+# ---- M207 ------------------------------------------------------------------------------------
+
+def expected_initial_loss(ctx: ProbeContext) -> tuple[float, str] | None:
+    """(expected loss at init, how it is derived); None when there is no standard expectation."""
+    if ctx.arrays is None:
+        return None
+    loss, task, C = ctx.spec.loss.name, ctx.task, n_classes(ctx)
+    last = (ctx.model_summary or {}).get("last_activation")
+    if task in ("classification", "binary") and loss in CE_LOSSES and C and C >= 2:
+        if loss == "nll" and last != "log_softmax":
+            return None
+        return math.log(C), f"ln {C} (uniform predictions over {C} classes)"
+    if loss in BCE_LOSSES and (is_binary(ctx) or task == "multilabel"):
+        if loss == "bce" and last not in ("sigmoid", "hardsigmoid"):
+            return None
+        return math.log(2), "ln 2 (predicting 0.5)"
+    if task == "regression" and loss in REGRESSION_LOSSES:
+        y = training_target(ctx)[:2048]           # the rows the probe's full-batch loss uses
+        if loss == "mse":
+            return float((y ** 2).mean()), "mean(y^2) (an output near 0: the target variance plus its squared mean)"
+        if loss == "l1":
+            return float(np.abs(y).mean()), "mean|y| (an output near 0)"
+        a = np.abs(y)
+        return float(np.where(a < 1, 0.5 * a ** 2, a - 0.5).mean()), "mean huber(y) (an output near 0)"
+    return None
+
+
+@check("M207")
+def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
+    """M207 abnormal-initial-loss: the loss at init is far from ln C (cross-entropy) or mean(y^2) (MSE)."""
+    rec = ctx.init
+    if rec is None or rec.error is not None:
+        return None
+    exp = expected_initial_loss(ctx)
+    if exp is None:
+        return None
+    expected, how = exp
+    measured = rec.initial_loss
+    ev: dict[str, Any] = {"expected": expected, "expected_from": how, "measured": measured,
+                          "factor_threshold": INIT_LOSS_FACTOR, "init": str(ctx.spec.model.init),
+                          "normalize": ctx.spec.data.normalize}
+    if measured is None:
+        return Finding("M207", f"the loss at init is not finite (expected ~{expected:.3g}, {how})",
+                       "check the input scale (data.normalize: standardize), the init and the output layer", ev)
+    if expected <= 0:
+        return None
+    ratio = measured / expected
+    ev["ratio"] = ratio
+    if 1 / INIT_LOSS_FACTOR <= ratio <= INIT_LOSS_FACTOR:
+        return None
+    patch = None
+    if ratio > INIT_LOSS_FACTOR:
+        if ctx.spec.data.normalize == "none" and ctx.task != "regression":
+            fix, patch = "set data.normalize: standardize (large inputs give overconfident logits at init)", \
+                {"data.normalize": "standardize"}
+        elif ctx.spec.model.init.scheme in ("normal", "uniform", "constant"):
+            good = recommended_init(ctx)
+            fix, patch = f"set model.init: {good} (the init scale makes the outputs large)", {"model.init": good}
+        else:
+            fix = "check the output layer, the init scale and the labels"
+    else:
+        fix = "check the labels and the loss: a loss this low before training suggests leakage or a wrong target"
+    return Finding("M207", f"loss at init {measured:.4g} vs expected {expected:.4g} ({how}): {ratio:.2g}x, "
+                           f"beyond {INIT_LOSS_FACTOR:g}x", fix, ev, patch=patch)
+
+
+# ---- M208 ------------------------------------------------------------------------------------
+
+def _widened(layers: list[dict], n_out: int) -> list[dict] | None:
+    """Every hidden linear's out doubled (at least 2x the outputs, so no layer is a bottleneck)."""
+    idx = [i for i, l in enumerate(layers) if canon(l["type"]) == "linear"]
+    if len(idx) < 2:
+        return None
+    new = [dict(l) for l in layers]
+    for i in idx[:-1]:
+        new[i]["out"] = max(2 * int(new[i].get("out") or 1), 2 * n_out)
+    return new
+
+
+@check("M208")
+def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
+    """M208 capacity-mismatch: cannot fit a small subset while small, or far more parameters than rows."""
+    found = []
+    n_params = ctx.n_params or (ctx.subset_fit.n_params if ctx.subset_fit is not None else None)
+    n_train = len(ctx.arrays.y) if ctx.arrays is not None else None
+    rec = ctx.subset_fit
+    if rec is not None and rec.error is None and rec.initial_loss and rec.final_loss is not None and n_params:
+        subset = rec.settings.get("subset") or n_train or 0
+        rows = min(subset, n_train) if n_train else subset
+        frac = rec.final_loss / rec.initial_loss
+        small = n_params <= SMALL_PARAMS_PER_ROW * rows
+        if frac > SUBSET_FIT_FRACTION and small:
+            lr = ctx.working_lr or rec.overrides.get("optimizer.lr") or ctx.spec.optimizer.lr
+            layers = layer_dicts(ctx)
+            n_out = measured_outputs(ctx) or 1
+            new = _widened(layers, n_out) if layers else None
+            ev = {"kind": "too small", "rows": rows, "n_params": n_params, "initial_loss": rec.initial_loss, "final_loss": rec.final_loss,
+                  "fraction": frac, "steps": rec.steps_run, "lr": lr,
+                  "thresholds": {"fit_fraction": SUBSET_FIT_FRACTION, "small_params_per_row": SMALL_PARAMS_PER_ROW}}
+            found.append(Finding(
+                "M208", f"too small: {n_params:,} parameters cannot fit {rows} training rows (loss "
+                        f"{rec.initial_loss:.3g} -> {rec.final_loss:.3g}, {frac:.0%} of the start after "
+                        f"{rec.steps_run} steps at lr {lr:g}; a fit ends below {SUBSET_FIT_FRACTION:.0%})",
+                "widen the hidden layers (double each hidden linear's out) or add a layer", ev,
+                patch={"model.layers": new} if new else None))
+    if n_params and n_train and n_params > BIG_PARAMS_PER_ROW * n_train:
+        per = n_params / n_train
+        found.append(Finding(
+            "M208", f"too big: {n_params:,} parameters for {n_train:,} training rows ({per:.0f} per row, "
+                    f"> {BIG_PARAMS_PER_ROW:g})",
+            "shrink the hidden layers, or regularise (dropout, optimizer.weight_decay) and stop early",
+            {"kind": "too big", "n_params": n_params, "n_train": n_train, "params_per_row": per,
+             "threshold": BIG_PARAMS_PER_ROW}))
+    return found or None
