@@ -51,12 +51,14 @@ def as_list(result: CheckResult) -> list[Finding]:
     return [f for f in result if f is not None]
 
 
-_STEP_MODULES = {"D": "data", "M": "model", "H": "hyper", "G": "gradients", "R": "resources"}
+_STEP_MODULES = {"D": ("data",), "M": ("model",), "H": ("hyper",), "G": ("gradients", "user_step"),
+                 "R": ("resources",)}
 
 
 def load_step(letter: str) -> None:
     """Import the module holding a step's checks (registration happens on import; torch only when needed)."""
-    importlib.import_module(f".{_STEP_MODULES[letter]}", __name__)
+    for module in _STEP_MODULES[letter]:
+        importlib.import_module(f".{module}", __name__)
 
 
 def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str], ignore: list[str]) -> list[Finding]:
