@@ -466,9 +466,9 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         loss.backward()
         if inst is not None:
             inst.armed = False
+        grads = inst.grad_norms() if record else {}   # before clipping: G402 must see the explosion
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        grads = inst.grad_norms() if record else {}
         before = inst.weights() if record else None
         if step == 0 and s.instrument:
             rec.params_without_grad = [nm for nm, p in params_all if p.requires_grad and p.grad is None]

@@ -389,6 +389,7 @@ def test_M208_a_width_one_mlp_is_too_small():
     assert "too small" in f.message and f.evidence["n_params"] == 20
     assert f.evidence["fraction"] > M.SUBSET_FIT_FRACTION
     assert f.patch["model.layers"][0]["out"] == 6           # max(2 x 1, 2 x 3 outputs)
+    assert f.fix == "widen the hidden linear layers: out [1] -> [6]"
 
 
 def test_M208_far_more_parameters_than_rows_is_too_big():

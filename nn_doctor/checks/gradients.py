@@ -35,17 +35,19 @@ EXPLODE_NORM = 1e4         # G402: total grad norm > 1e4; unscaled wine (feature
                            # unscaled diabetes targets ~1.4e3, so 1e4 is a decade above plain unscaled data
 EXPLODE_GROWTH = 100.0     # G402: total grad norm grows > 100x from init within the probe
 EXPLODE_GROWTH_FLOOR = 1.0  # G402: ... to at least 1 (growth from a near-zero start is not an explosion)
-DEAD_FRACTION = 0.5        # G403: >= half the units of a ReLU layer inactive on the whole batch (2x64 ReLU MLP,
-                           # sgd lr 10: 1.0; unscaled wine, default init: 0.53; standardized, adam 1e-3: 0)
+DEAD_FRACTION = 0.5        # G403: >= half the units of a ReLU layer inactive on the whole batch (smdebug DeadRelu's
+                           # threshold_layer 50%); wine 2x16 ReLU MLP, sgd lr 5: 1.0 in layer 2; standardized,
+                           # adam 1e-3: 0-0.03; unscaled wine, default init: 0.47-0.55 by seed (proline > 0 everywhere)
 SATURATED_FRACTION = 0.5   # G404: >= half the sigmoid/tanh outputs in the flat region (tanh on unscaled wine: 0.99;
                            # standardized sigmoid nets: 0-0.01)
-DEAD_TYPES = {"relu", "relu6"}  # G403: units with zero gradient below 0; leaky/elu/gelu units output < 0 but still learn
+DEAD_TYPES = {"relu", "relu6"}  # G403: zero gradient below 0; leaky/elu/gelu units output < 0 but still learn
 STAT_WINDOW = 2            # G403/G404: the smallest fraction of the last 2 records, so one odd batch does not fire
 UPDATE_RATIO_TARGET = 1e-3  # G406: Karpathy's rule of thumb: each step changes the weights by ~1e-3 of their norm
 UPDATE_RATIO_HIGH = 1e-1   # G406: two decades above (adam 1e-3 on wine: 3e-3-6e-3; sgd lr 10: 7e2)
 UPDATE_RATIO_LOW = 1e-5    # G406: two decades below (adam 1e-6: 5e-6-1e-5; sgd 1e-3: 9e-5-9e-4)
 TINY_FRACTION = 0.1        # G407: fitting ~10 samples ends below 10% of the initial loss (2x64 ReLU MLP,
-                           # 200 steps adam 1e-3: 1.3%; softmax before cross_entropy: 50%; 1-unit bottleneck: 33%)
+                           # 200 steps adam 1e-3: 1.3%; softmax before cross_entropy: 50%; 1-unit bottleneck,
+                           # lr 1e-2: 33%)
 TINY_FLOOR = 0.05          # G407: ... or below 0.05 in absolute terms (cross-entropy 0.05 = p(true class) 0.95)
 DEFAULT_CLIP = 1.0         # G400/G402: max global grad norm proposed (seeds/004 uses max_norm=1.0)
 
@@ -176,9 +178,13 @@ def check_vanishing_gradients(ctx: ProbeContext) -> Finding | None:
     severity = "error" if first_norm < VANISH_ZERO else None
     patch = _saturating_patch(ctx)
     sat = any(a in SATURATING for a in hidden_activations(ctx))
-    fix = ("use relu for the hidden activations and set model.init: he (or add batchnorm1d after each linear, "
-           "or residual connections)" if sat else
-           f"set model.init: {recommended_init(ctx)}, add batchnorm1d after the weight layers, or residual connections")
+    if sat:
+        fix = ("use relu for the hidden activations and set model.init: he (or add batchnorm1d after each linear, "
+               "or residual connections)")
+    elif patch:
+        fix = f"set model.init: {patch['model.init']}, or add batchnorm1d after the weight layers"
+    else:
+        fix = "add batchnorm1d after the weight layers, or residual connections (the init already suits the activation)"
     return Finding("G401", f"gradients vanish: {first} gets a grad norm of {_g(first_norm)}, {ratio:.1g}x that of "
                            f"{out} ({_g(max(g0[out], gl[out]))}; threshold {VANISH_RATIO:g}x)"
                            + (" -- the first layer gets ~0" if severity else ""),

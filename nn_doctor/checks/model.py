@@ -322,7 +322,8 @@ def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
             patch["model.layers"] = removed
         return Finding("M202", f"bce expects probabilities in [0, 1] but the model ends in "
                                f"{last or 'a linear layer (raw logits, any sign)'}",
-                       "use loss: bce_with_logits on the raw logits" + (f" and remove the final {last}" if last else ""),
+                       "use loss: bce_with_logits on the raw logits"
+                       + (f" and remove the final {last}" if last else ""),
                        ev, patch=patch)
     if task == "regression" and loss in REGRESSION_LOSSES and last in OUTPUT_RANGE:
         lo, hi = OUTPUT_RANGE[last]
@@ -470,7 +471,8 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
     same = ctx.spec.model.init.scheme == good
     fix = (f"set model.init: {good}" if not same else
            "add batchnorm1d/layernorm after the weight layers (the init already matches the activation)")
-    return Finding("M205", f"at init the output std of the {len(prof)} weight layers {'shrinks' if shrinks else 'grows'} "
+    trend = "shrinks" if shrinks else "grows"
+    return Finding("M205", f"at init the output std of the {len(prof)} weight layers {trend} "
                            f"from {_g(prof[0][1])} to {_g(prof[-1][1])} ({ratio:.2g}x, outside "
                            f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}",
                    fix, ev, patch=None if same else {"model.init": good})
@@ -540,6 +542,8 @@ def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
                           "factor_threshold": INIT_LOSS_FACTOR, "init": str(ctx.spec.model.init),
                           "normalize": ctx.spec.data.normalize}
     if measured is None:
+        if not (rec.losses or rec.first_nonfinite or rec.stopped == "non-finite"):
+            return None   # not measured (an empty or skipped record), rather than non-finite
         return Finding("M207", f"the loss at init is not finite (expected ~{expected:.3g}, {how})",
                        "check the input scale (data.normalize: standardize), the init and the output layer", ev)
     if expected <= 0:
@@ -577,6 +581,11 @@ def _widened(layers: list[dict], n_out: int) -> list[dict] | None:
     return new
 
 
+def widths(layers: list[dict]) -> list[int]:
+    """The `out` of every hidden linear layer (the output layer excluded)."""
+    return [int(l.get("out") or 0) for l in layers if canon(l["type"]) == "linear"][:-1]
+
+
 @check("M208")
 def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
     """M208 capacity-mismatch: cannot fit a small subset while small, or far more parameters than rows."""
@@ -594,14 +603,16 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
             layers = layer_dicts(ctx)
             n_out = measured_outputs(ctx) or 1
             new = _widened(layers, n_out) if layers else None
-            ev = {"kind": "too small", "rows": rows, "n_params": n_params, "initial_loss": rec.initial_loss, "final_loss": rec.final_loss,
+            ev = {"kind": "too small", "rows": rows, "n_params": n_params, "initial_loss": rec.initial_loss,
+                  "final_loss": rec.final_loss,
                   "fraction": frac, "steps": rec.steps_run, "lr": lr,
                   "thresholds": {"fit_fraction": SUBSET_FIT_FRACTION, "small_params_per_row": SMALL_PARAMS_PER_ROW}}
             found.append(Finding(
                 "M208", f"too small: {n_params:,} parameters cannot fit {rows} training rows (loss "
                         f"{rec.initial_loss:.3g} -> {rec.final_loss:.3g}, {frac:.0%} of the start after "
                         f"{rec.steps_run} steps at lr {lr:g}; a fit ends below {SUBSET_FIT_FRACTION:.0%})",
-                "widen the hidden layers (double each hidden linear's out) or add a layer", ev,
+                (f"widen the hidden linear layers: out {widths(layers)} -> {widths(new)}" if new else
+                 "widen the hidden layers or add a layer"), ev,
                 patch={"model.layers": new} if new else None))
     if n_params and n_train and n_params > BIG_PARAMS_PER_ROW * n_train:
         per = n_params / n_train
