@@ -4,7 +4,7 @@
 
 The CSV (seeded) goes to benchmarks/out/ (git-ignored) and is reused when present. It carries a few
 faults so that the checks do real work: 1,000 NaNs in f03, an unscaled column f07 (x 1000 + 5000), a
-constant column f10, and 1% of the rows duplicated (copied over others). The target `label` is 5
+constant column f10, and 2% of the rows duplicated (copied over others). The target `label` is 5
 random classes.
 
 One run measures:
@@ -18,6 +18,11 @@ One run measures:
   * ru_maxrss (the process's RSS high-water mark) before and after the checks: the delta is how far
     the checks pushed the process peak beyond what reading already reached (0 when they stayed under it).
 Goals: checks <= 0.5 x read time; peak <= 3 x the frame's own size.
+
+Both sides use the cores: pyarrow parses on every core, the checks run their chunked passes on
+nn_doctor.checks.data.WORKERS threads (at most 8). Timings are the best of --repeat runs, wall and CPU.
+The RSS high-water mark also counts what reading left behind (Arrow buffers, the split's copies) and,
+with threads, glibc's per-thread malloc arenas, so it is an upper bound on what the checks need.
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def make_csv(path: Path, rows: int, cols: int, seed: int = 0) -> None:
     X[:, 7] = X[:, 7] * 1000 + 5000                      # an unscaled column
     X[:, 10] = 1.0                                       # a constant column
     label = rng.integers(0, 5, rows)
-    n_dup = rows // 100                                  # 1% duplicated rows
+    n_dup = rows // 50                                   # 2% of the rows are copies of others
     src, dst = rng.choice(rows, n_dup, replace=False), rng.choice(rows, n_dup, replace=False)
     X[dst], label[dst] = X[src], label[src]
     table = pa.table({**{f"f{j:02d}": X[:, j] for j in range(cols)}, "label": label})
@@ -75,7 +80,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     args = ap.parse_args()
 
-    path = ROOT / "out" / f"bench_{args.rows}x{args.cols}.csv"
+    path = ROOT / "out" / f"bench_{args.rows}x{args.cols}_v2.csv"
     if not path.exists():
         t = time.perf_counter()
         make_csv(path, args.rows, args.cols)

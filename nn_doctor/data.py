@@ -211,7 +211,8 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int, stratify: bool) 
         perm = rng.permutation(n)
         n_val = int(round(fraction * n))
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-    codes = pd.factorize(pd.Series(y).astype(str))[0]
+    # NaN labels form their own group (factorize gives them -1; pandas 3 keeps NaN through astype(str))
+    codes = pd.factorize(pd.Series(y).astype(str), use_na_sentinel=False)[0]
     perm = rng.permutation(n)
     codes_perm = codes[perm]
     order = np.argsort(codes_perm, kind="stable")            # grouped by class, shuffled inside

@@ -241,7 +241,8 @@ def check_data(opts: Options) -> Report:
         n_params, n_outputs = _model_size(spec, ds)
     for st in Step:
         s.report.step(st).ran = st == Step.DATA
-    run_data_checks(ds, s.report, s.select, s.ignore, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+    run_data_checks(ds, s.report, s.select, s.ignore, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs,
+                    spec=spec)
     _require_some_check(s.report)
     s.environment(None)
     return s.finish()
@@ -439,7 +440,7 @@ def full_report(opts: Options, example: bool = False) -> Report:
     try:
         n_params, n_outputs = _model_size(spec, ds)
         run_data_checks(ds, s.report, s.select, s.ignore, n_params=n_params, loss_name=spec.loss.name,
-                        n_outputs=n_outputs)
+                        n_outputs=n_outputs, spec=spec)
         try:
             s.prepare_probes()
         except DataError as err:

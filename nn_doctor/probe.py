@@ -71,6 +71,7 @@ class ProbeRecord:
     train_eval: list[tuple[int, float | None]] = field(default_factory=list)  # full-batch train loss (no dropout)
     initial_loss: float | None = None        # full-batch training loss at init
     final_loss: float | None = None          # full-batch training loss at the end (None if non-finite)
+    reference_loss: float | None = None      # the loss of the best constant prediction (class prior / target mean)
     initial_val_loss: float | None = None
     final_val_loss: float | None = None
     init_layers: dict[str, dict[str, float]] = field(default_factory=dict)   # layer stats at init (step 0)
@@ -320,6 +321,31 @@ def _full_loss(model, loss_fn, X, y, loss_name, task, batch: int = 1024) -> floa
 
 
 @torch.no_grad()
+def constant_loss(t: torch.Tensor, loss_name: str) -> float | None:
+    """The loss of the best constant prediction: what a model that learned nothing from the inputs reaches
+    (the class prior's entropy for cross-entropy/BCE, the target variance for MSE, the mean absolute
+    deviation from the median for L1). A probe that does not get below it has learned nothing."""
+    if t.numel() == 0:
+        return None
+    if loss_name in ("cross_entropy", "nll") and not t.is_floating_point():
+        p = torch.bincount(t).float()
+        p = p[p > 0] / t.numel()
+        return float(-(p * p.log()).sum())
+    t = t.float().reshape(len(t), -1)
+    if loss_name in ("bce", "bce_with_logits"):
+        if not bool(((t == 0) | (t == 1)).all()):
+            return None
+        p = t.mean(dim=0).clamp(1e-7, 1 - 1e-7)
+        return float((-(p * p.log() + (1 - p) * (1 - p).log())).mean())
+    if loss_name == "mse":
+        return float(((t - t.mean(dim=0)) ** 2).mean())
+    if loss_name in ("l1", "huber"):
+        d = t - t.median(dim=0).values
+        return float(d.abs().mean()) if loss_name == "l1" else float(F.huber_loss(d, torch.zeros_like(d)))
+    return None
+
+
+@torch.no_grad()
 def _metrics(model, X, y, loss_name: str, task: str) -> dict[str, float]:
     """Accuracy and balanced accuracy (classification) or R^2 (regression): comparable across losses,
     so a fix that changes the loss or its weights can still be judged."""
@@ -428,6 +454,10 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     model.train()
 
     rec.initial_loss = _full_loss(model, loss_fn, X, y, loss_name, data.task)
+    with torch.no_grad():
+        n_out = model.eval()(X[:2]).shape[-1]
+        model.train()
+    rec.reference_loss = constant_loss(targets_for_loss(y[:EVAL_ROWS], loss_name, data.task, n_out), loss_name)
     rec.initial_val_loss = _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)
     if rec.initial_val_loss is not None:
         rec.val_losses.append((0, rec.initial_val_loss))

@@ -191,13 +191,18 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
     big = DataContext.build(ds)
     monkeypatch.setattr(D, "CHUNK_ELEMENTS", 40)                 # 3 rows per chunk
     small = DataContext.build(ds)
+    monkeypatch.setattr(D, "WORKERS", 1)                         # the same on one thread
+    serial = DataContext.build(ds)
+    for field in ("mean", "std", "min", "max", "n_nan", "median", "mad"):
+        np.testing.assert_array_equal(getattr(serial.train_stats, field), getattr(small.train_stats, field))
+    np.testing.assert_array_equal(serial.row_hashes.train, small.row_hashes.train)
     for field in ("mean", "std", "min", "max", "n_nan", "median"):
         np.testing.assert_allclose(getattr(small.train_stats, field), getattr(big.train_stats, field), rtol=1e-9)
-    np.testing.assert_array_equal(small.row_hashes[0], big.row_hashes[0])
+    np.testing.assert_array_equal(small.row_hashes.train, big.row_hashes.train)
     assert one(run(ds, ["D110"]), "D110").evidence["duplicates"]["count"] == 6
     monkeypatch.setattr(D, "MEDIAN_SAMPLE_ROWS", 50)             # medians from a 50-row sample
     sampled = DataContext.build(ds)
-    assert len(sampled.train_sample) == 50
+    assert sampled.train_sample.shape == (13, 50)
     np.testing.assert_allclose(sampled.train_stats.mean, big.train_stats.mean, rtol=1e-9)   # still every row
 
 
@@ -312,7 +317,7 @@ def test_d104_standardized_wine_does_not_fire_raw_wine_does(tmp_path):
     assert run(load_frame(tmp_path, standardized("wine")), ["D104"]) == []
     f = one(run(load_dataset(SAMPLE / "wine.csv", "label"), ["D104"]), "D104")
     assert "proline" in f.message and "proline" in f.evidence["columns"]
-    assert f.fix == "set data.normalize: standardize"
+    assert f.fix == "set data.normalize: standardize" and f.patch == {"data.normalize": "standardize"}
     assert f.evidence["thresholds"]["std_high"] == D.FEATURE_STD_HIGH
 
 
@@ -355,6 +360,7 @@ def test_d104_pixels_and_channels(tmp_path):
     X, y = digits()
     f = one(run(load_arrays(tmp_path, X, y), ["D104"]), "D104")
     assert f.evidence["pixel_range"] == [0, 16] and "minmax" in f.fix and "[0, 1]" in f.fix
+    assert f.patch == {"data.normalize": "minmax"}
     assert run(load_arrays(tmp_path, X.astype(np.float32) / 16, y), ["D104"]) == []
     X2 = np.concatenate([X / 16.0, X * 100.0], axis=1)   # channel 1 a hundred times wider
     f = one(run(load_arrays(tmp_path, X2, y), ["D104"]), "D104")
@@ -475,7 +481,7 @@ def test_d108_raw_diabetes_target(tmp_path):
     f = one(run(load_frame(tmp_path, standardized("diabetes"), "progression"), ["D108"]), "D108")
     col = f.evidence["columns"]["progression"]
     assert 140 < col["mean"] < 165 and 70 < col["std"] < 85
-    assert f.fix == "set data.normalize_target: true"
+    assert f.fix == "set data.normalize_target: true" and f.patch == {"data.normalize_target": True}
     assert run(load_frame(tmp_path, standardized("diabetes", target_too=True), "progression"), ["D108"]) == []
 
 
@@ -488,7 +494,7 @@ def test_d109_subsampled_class(tmp_path):
     df = pd.concat([zeros.iloc[::20], df[df["label"] == 1]])          # 212 -> 11 rows of class 0
     f = one(run(load_frame(tmp_path, df), ["D109"]), "D109")
     assert f.evidence["counts"] == {"0": 9, "1": 286} and f.evidence["ratio"] >= 10
-    assert f.fix.startswith("set loss.class_weights: balanced")
+    assert f.fix.startswith("set loss.class_weights: balanced") and f.patch == {"loss.class_weights": "balanced"}
 
 
 def test_d109_arrays(tmp_path):
@@ -671,3 +677,24 @@ def test_d114_arrays(tmp_path):
     X, _ = digits()
     f = one(run(load_arrays(tmp_path, X / 16.0, np.full(len(X), 3))), "D114")
     assert "every training label is 3" in f.message
+
+
+# ---- what the spec already fixes -------------------------------------------------------------------
+
+def test_spec_settings_silence_what_they_fix(tmp_path):
+    from types import SimpleNamespace as NS
+    raw_wine = load_dataset(SAMPLE / "wine.csv", "label")
+    spec = NS(data=NS(normalize="standardize", normalize_target=False), loss=NS(name="cross_entropy",
+                                                                                   class_weights=None))
+    assert "D104" not in codes(run(raw_wine, spec=spec))               # the probes standardize
+    spec.data.normalize = "none"
+    assert "D104" in codes(run(raw_wine, spec=spec))
+    diabetes = load_dataset(SAMPLE / "diabetes.csv", "progression")
+    spec = NS(data=NS(normalize="standardize", normalize_target=True), loss=NS(name="mse", class_weights=None))
+    assert codes(run(diabetes, spec=spec)) == set()
+    df = standardized("breast_cancer")
+    df = pd.concat([df[df["label"] == 0].iloc[::20], df[df["label"] == 1]])
+    ds = load_frame(tmp_path, df)
+    spec = NS(data=NS(normalize="standardize", normalize_target=False),
+              loss=NS(name="cross_entropy", class_weights="balanced"))
+    assert "D109" not in codes(run(ds, ["D109"], spec=spec)) and run(ds, ["D109"]) != []

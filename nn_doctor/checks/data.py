@@ -14,19 +14,23 @@ How the features are viewed:
   constant by nature, so no per-pixel table is ever built; evidence lists at most
   MAX_EVIDENCE_COLUMNS columns/channels.
 
-The data are read in row chunks of about CHUNK_ELEMENTS values (float64), so the memory the checks
-need stays a small fraction of the frame's. Medians and MADs come from a seeded sample of at most
-MEDIAN_SAMPLE_ROWS rows (exact below that): the robust centre and scale of 100,000 values are within
-a fraction of a percent of the full-data ones, and the outlier counts themselves use every row.
+The data are read in chunks of about CHUNK_ELEMENTS values, as column-major float64 blocks (columns x
+rows), on WORKERS threads (numpy releases the GIL in its loops; the CSV reader uses every core too), so
+the memory the checks need stays a fraction of the frame's. Medians and MADs come from a seeded sample
+of at most MEDIAN_SAMPLE_ROWS rows (exact below that): the robust centre and scale of 100,000 values
+are within a fraction of a percent of the full-data ones, and the outlier counts use every row.
+D112's screen likewise runs on that sample; its decision reads every row of the screened columns.
 
 Every threshold is a module constant with a one-line rationale; each finding puts the thresholds it
 used into `evidence["thresholds"]`.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,7 +79,8 @@ LABEL_SHIFT_MIN_Z = 5.0        # ... with some class's proportion difference 5 s
 # D114 degenerate-target: no threshold (a single class / zero variance)
 
 # ---- implementation limits (not thresholds) ----------------------------------------------------
-CHUNK_ELEMENTS = 1 << 20       # values per row chunk (8 MiB as float64): bounds the checks' temporaries
+CHUNK_ELEMENTS = 1 << 19       # values per chunk (4 MiB as float64): bounds each thread's temporaries
+WORKERS = min(8, os.cpu_count() or 1)  # threads for the chunked passes (numpy releases the GIL in its loops)
 MEDIAN_SAMPLE_ROWS = 100_000   # median/MAD from at most this many rows of the statistics view (seeded)
 LEAK_SAMPLE_VALUES = 5_000_000  # images/sequences: D112's screen reads at most this many values (~40 MB)
 MAX_EVIDENCE_COLUMNS = 10      # evidence lists the worst columns only
@@ -122,30 +127,33 @@ def _pyval(v: Any) -> Any:
 # Two stages: a cheap linear hash of every row (one multiply and a sum per value), then the strong
 # splitmix64-based hash only for the rows whose cheap hash is not unique. Equal rows always share the cheap
 # hash, so no duplicate is missed; the strong hash separates the rows the cheap one merely collided.
+# Blocks are column-major: (columns, rows), one hash per column of the block.
 
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 _KEYS: dict[int, np.ndarray] = {}
 
 
 def _column_keys(k: int) -> np.ndarray:
-    """k random odd 64-bit multipliers (fixed seed): the cheap hash's per-column weights."""
+    """k random odd 64-bit multipliers (fixed seed), shaped (k, 1): the cheap hash's per-column weights."""
     if k not in _KEYS:
-        _KEYS[k] = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=k,
-                                                             dtype=np.uint64, endpoint=True) | np.uint64(1)
+        keys = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=k, dtype=np.uint64,
+                                                        endpoint=True) | np.uint64(1)
+        _KEYS[k] = keys[:, None]
     return _KEYS[k]
 
 
-def _canonical_bits(M: np.ndarray, all_finite: bool) -> np.ndarray:
-    M = M + 0.0                                      # -0.0 + 0.0 == +0.0 (and a fresh buffer)
+def _canonical_bits(B: np.ndarray, all_finite: bool) -> np.ndarray:
+    B = B + 0.0                                      # -0.0 + 0.0 == +0.0 (and a fresh buffer)
     if not all_finite:
-        M[np.isnan(M)] = np.nan                      # one NaN bit pattern
-    return M.view(np.uint64)
+        B[np.isnan(B)] = np.nan                      # one NaN bit pattern
+    return B.view(np.uint64)
 
 
-def _cheap_hash_rows(M: np.ndarray, all_finite: bool = False) -> np.ndarray:
-    bits = _canonical_bits(M, all_finite)
-    bits *= _column_keys(M.shape[1])                 # wraps modulo 2**64
-    return bits.sum(axis=1, dtype=np.uint64)
+def _cheap_hash(B: np.ndarray, all_finite: bool = False) -> np.ndarray:
+    """One uint64 per row of a (columns, rows) float64 block: sum of value bits times a per-column key."""
+    bits = _canonical_bits(B, all_finite)
+    bits *= _column_keys(B.shape[0])                 # wraps modulo 2**64
+    return bits.sum(axis=0, dtype=np.uint64)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -157,12 +165,12 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _strong_hash_rows(M: np.ndarray) -> np.ndarray:
-    """One uint64 per row: splitmix64 of every value salted with its column, summed."""
-    bits = _canonical_bits(M, False)
-    bits ^= np.arange(M.shape[1], dtype=np.uint64) * _GOLDEN
+def _strong_hash(B: np.ndarray) -> np.ndarray:
+    """One uint64 per row of a (columns, rows) block: splitmix64 of every value salted with its column, summed."""
+    bits = _canonical_bits(B, False)
+    bits ^= (np.arange(B.shape[0], dtype=np.uint64) * _GOLDEN)[:, None]
     with np.errstate(over="ignore"):
-        return _mix(bits).sum(axis=1, dtype=np.uint64)
+        return _mix(bits).sum(axis=0, dtype=np.uint64)
 
 
 def _hash_values(values: Any) -> np.ndarray:
@@ -172,6 +180,20 @@ def _hash_values(values: Any) -> np.ndarray:
     return pd.util.hash_pandas_object(values, index=False).to_numpy()
 
 
+def _map(func: Any, items: list[Any]) -> list[Any]:
+    """func over items on WORKERS threads (numpy releases the GIL in its loops), results in order."""
+    if WORKERS <= 1 or len(items) <= 1:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+def _row_groups(k: int) -> list[range]:
+    """k rows split into about WORKERS contiguous groups."""
+    step = max(1, -(-k // WORKERS))
+    return [range(a, min(k, a + step)) for a in range(0, k, step)]
+
+
 # ---- the feature views ---------------------------------------------------------------------------
 
 def _is_numeric_dtype(dtype: Any) -> bool:
@@ -179,17 +201,19 @@ def _is_numeric_dtype(dtype: Any) -> bool:
 
 
 class _Part:
-    """One split (train or validation) of the features, read as float64 row chunks.
+    """One split (train or validation) of the features, read as column-major float64 blocks.
 
-    The statistics view has one column per table column / feature / channel (k columns); the sample
-    view has one flattened row per sample (sample_width columns). For tables and (N, F) arrays they
-    are the same.
+    The statistics view has one column per table column / feature / channel (k of them); the sample
+    view has one flattened row per sample (sample_width values). For tables and (N, F) arrays the two
+    are the same ("fused"). Blocks are (columns, rows) and C-contiguous, so per-column reductions run
+    along contiguous memory.
     """
 
     def __init__(self, X: Any, kind: str, numeric_cols: list[int]):
         self.X = X
         self.numeric_cols = numeric_cols          # table: positions of the numeric columns
         self.n = 0 if X is None else len(X)
+        self._cols: list[np.ndarray] | None = None
         if kind == "table":
             self.layout = "table"
             self.k = len(numeric_cols)
@@ -212,49 +236,61 @@ class _Part:
     def fused(self) -> bool:
         return self.layout in ("table", "matrix")
 
-    def stat_rows(self, a: np.ndarray | slice, cols: list[int] | None = None) -> np.ndarray:
-        """Rows of the statistics view for samples `a` (a slice or sorted positions), float64."""
+    def columns(self) -> list[np.ndarray]:
+        """Tables: one 1-D numpy array per numeric column, a view of the frame's memory where it can be.
+
+        Taken once, on the calling thread, before any worker thread reads them.
+        """
+        if self._cols is None:
+            cols = []
+            for p in self.numeric_cols:
+                s = self.X.iloc[:, p]
+                if isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiu":
+                    cols.append(s.to_numpy())
+                else:                                # nullable / Arrow dtypes: to float with NaN
+                    cols.append(s.to_numpy(dtype=np.float64, na_value=np.nan))
+            self._cols = cols
+        return self._cols
+
+    def stat_block(self, a: np.ndarray | slice, cols: list[int] | None = None) -> np.ndarray:
+        """The statistics view of samples `a` (a slice or sorted positions): (k, rows) float64."""
         if self.layout == "table":
-            pos = self.numeric_cols if cols is None else [self.numeric_cols[j] for j in cols]
-            frame = self.X.iloc[a] if pos == list(range(self.X.shape[1])) else self.X.iloc[a, pos]
-            return frame.to_numpy(dtype=np.float64, na_value=np.nan)
-        part = self.X[a]
-        if self.layout == "image":                  # (n, C, H, W) -> (n*H*W, C)
-            part = np.moveaxis(part, 1, -1)
-        out = part.reshape(-1, self.k)
-        return (out if cols is None else out[:, cols]).astype(np.float64)
+            arrays = self.columns()
+            idx = list(range(self.k)) if cols is None else list(cols)
+            if not idx:
+                return np.empty((0, 0))
+            if isinstance(a, slice):
+                return np.stack([arrays[j][a] for j in idx]).astype(np.float64, copy=False)
+            out = np.empty((len(idx), len(a)))       # a gather: one column per task, on the threads
 
-    def sample_rows(self, a: np.ndarray | slice) -> np.ndarray:
-        """One flattened float64 row per sample in `a`."""
+            def gather(i: int) -> None:
+                out[i] = arrays[idx[i]][a]
+
+            _map(gather, list(range(len(idx))))
+            return out
+        part = np.asarray(self.X[a])
+        if self.layout == "matrix":
+            B = part.T
+        elif self.layout == "sequence":
+            B = part.reshape(-1, self.k).T
+        else:                                       # (n, C, H, W) -> (C, n*H*W)
+            B = np.moveaxis(part, 1, 0).reshape(self.k, -1)
+        if cols is not None:
+            B = B[cols]
+        return np.ascontiguousarray(B, dtype=np.float64)
+
+    def sample_block(self, a: np.ndarray | slice) -> np.ndarray:
+        """The flattened samples `a`: (sample_width, n) float64."""
         if self.fused:
-            return self.stat_rows(a)
-        part = self.X[a]
-        return part.reshape(len(part), -1).astype(np.float64)
+            return self.stat_block(a)
+        part = np.asarray(self.X[a])
+        return np.ascontiguousarray(part.reshape(len(part), -1).T, dtype=np.float64)
 
-    def _chunk_starts(self, width: int) -> Iterator[tuple[int, int]]:
+    def bounds(self, width: int, n: int | None = None) -> list[tuple[int, int]]:
+        """Chunks of samples [a, b) holding about CHUNK_ELEMENTS values of `width` per sample."""
+        n = self.n if n is None else n
         step = max(1, CHUNK_ELEMENTS // max(1, width))
-        for a in range(0, self.n, step):
-            yield a, min(self.n, a + step)
-
-    def stat_chunks(self, cols: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(first sample, rows of the statistics view) per chunk; `cols` restricts the stat columns."""
-        if self.k == 0:
-            return
-        width = (self.k if cols is None else len(cols)) * self.rows_per_sample
-        for a, b in self._chunk_starts(width):
-            yield a, self.stat_rows(slice(a, b), cols)
-
-    def sample_chunks(self, positions: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(offset, flattened rows) per chunk, of every sample or of the sorted `positions`."""
-        if self.sample_width == 0:
-            return
-        if positions is None:
-            for a, b in self._chunk_starts(self.sample_width):
-                yield a, self.sample_rows(slice(a, b))
-            return
-        step = max(1, CHUNK_ELEMENTS // self.sample_width)
-        for a in range(0, len(positions), step):
-            yield a, self.sample_rows(positions[a:a + step])
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
 
     def sample_positions(self, max_samples: int) -> np.ndarray | None:
         """A seeded, sorted sample of at most `max_samples` sample positions; None means all of them."""
@@ -266,7 +302,7 @@ class _Part:
     def sample_column(self, j: int) -> np.ndarray:
         """All values of flattened feature j, float64 (D112 sorts a few candidate columns)."""
         if self.layout == "table":
-            return self.X.iloc[:, self.numeric_cols[j]].to_numpy(dtype=np.float64, na_value=np.nan)
+            return self.columns()[j].astype(np.float64)
         return self.X.reshape(self.n, -1)[:, j].astype(np.float64)
 
 
@@ -296,80 +332,84 @@ class ColumnStats:
 
 
 def _median_and_scale(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column medians, MADs and robust scales of a sample matrix, vectorised (NaN/inf ignored)."""
-    k = S.shape[1]
-    if k == 0 or len(S) == 0:
+    """Medians, MADs and robust scales of the rows of a (k, n) sample block (NaN/inf ignored)."""
+    k = S.shape[0]
+    if k == 0 or S.shape[1] == 0:
         nan = np.full(k, np.nan)
         return nan, nan, nan
-    S = np.ascontiguousarray(np.where(np.isfinite(S), S, np.nan).T)   # (k, n): medians along contiguous rows
-    if not np.isnan(S).any():
-        med = np.median(S, axis=1)
-        dev = np.abs(S - med[:, None])
-        mad = np.median(dev, axis=1)
-    else:                                       # sort puts NaN last; take the middle of the finite part
-        def nanmed(A: np.ndarray) -> np.ndarray:
-            A = np.sort(A, axis=1)
-            n = (~np.isnan(A)).sum(axis=1)
-            lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-            rows = np.arange(A.shape[0])
-            return np.where(n > 0, (A[rows, lo] + A[rows, hi]) / 2, np.nan)
-        med = nanmed(S)
-        dev = np.abs(S - med[:, None])
-        mad = nanmed(dev)
-    scale = mad.copy()
-    for j in np.flatnonzero(mad == 0):          # mostly-constant columns (indicators, sparse counts)
-        off = dev[j][dev[j] > 0]
-        scale[j] = np.median(off) if len(off) else np.nan
-    return med, mad, scale
+
+    def nanmedian(A: np.ndarray) -> np.ndarray:
+        if not np.isnan(A).any():
+            return np.median(A, axis=1)
+        A = np.sort(A, axis=1)                      # NaN sorts last: take the middle of the finite part
+        n = (~np.isnan(A)).sum(axis=1)
+        lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
+        rows = np.arange(A.shape[0])
+        return np.where(n > 0, (A[rows, lo] + A[rows, hi]) / 2, np.nan)
+
+    def rows(r: range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        A = S[r.start:r.stop]
+        A = np.where(np.isfinite(A), A, np.nan)
+        med = nanmedian(A)
+        dev = np.abs(A - med[:, None])
+        mad = nanmedian(dev)
+        scale = mad.copy()
+        for j in np.flatnonzero(mad == 0):          # mostly-constant rows (indicators, sparse counts)
+            off = dev[j][dev[j] > 0]
+            scale[j] = np.median(off) if len(off) else np.nan
+        return med, mad, scale
+
+    out = _map(rows, _row_groups(k))
+    return tuple(np.concatenate([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
 
 
-def _scan(chunks: Iterator[tuple[int, np.ndarray]], k: int, shift: np.ndarray, n_samples: int,
-          want_hashes: bool) -> dict[str, Any]:
-    """One pass over `chunks` (rows x k float64): counts, shifted moments, min/max, and (optionally) the
-    cheap hash of every row.
+def _scan(part: _Part, shift: np.ndarray, want_hashes: bool) -> dict[str, Any]:
+    """One pass over the statistics view in chunks (on WORKERS threads): counts, shifted moments, min/max,
+    and (optionally) the cheap hash of every sample.
 
     Sums are of D = x - shift with the shift near the centre (the sample median, or the training mean),
     so sum(D^2) - sum(D)^2/n loses no precision to large offsets.
     """
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    n_nan = np.zeros(k, np.int64)
-    n_inf = np.zeros(k, np.int64)
-    n_fin = np.zeros(k, np.int64)
-    s1, s2 = np.zeros(k), np.zeros(k)
-    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
-    hashes = np.zeros(n_samples, np.uint64) if want_hashes else None
-    n_rows = 0
-    for a, M in chunks:
-        r = len(M)
-        n_rows += r
-        fin = np.isfinite(M)
+    k = part.k
+    shift = np.where(np.isfinite(shift), shift, 0.0)[:, None]
+    hashes = np.zeros(part.n, np.uint64) if want_hashes else None
+    if part.layout == "table":
+        part.columns()                              # taken before the threads start
+
+    def chunk(ab: tuple[int, int]) -> tuple[Any, ...]:
+        a, b = ab
+        B = part.stat_block(slice(a, b))           # (k, rows)
+        r = B.shape[1]
+        fin = np.isfinite(B)
         all_fin = bool(fin.all())
-        D = M - shift
+        D = B - shift
         if all_fin:
-            n_fin += r
-            lo = np.minimum(lo, M.min(axis=0))
-            hi = np.maximum(hi, M.max(axis=0))
+            n_nan, n_fin = np.zeros(k, np.int64), np.full(k, r, np.int64)
+            lo, hi = B.min(axis=1), B.max(axis=1)
         else:
-            nan = np.isnan(M)
-            n_nan_chunk = nan.sum(axis=0)
-            n_fin_chunk = fin.sum(axis=0)
-            n_nan += n_nan_chunk
-            n_fin += n_fin_chunk
-            n_inf += r - n_fin_chunk - n_nan_chunk
+            n_nan, n_fin = np.isnan(B).sum(axis=1), fin.sum(axis=1)
             D[~fin] = 0.0
-            lo = np.minimum(lo, np.where(fin, M, np.inf).min(axis=0))
-            hi = np.maximum(hi, np.where(fin, M, -np.inf).max(axis=0))
-        s1 += D.sum(axis=0)
-        s2 += np.einsum("ij,ij->j", D, D)
+            lo = np.where(fin, B, np.inf).min(axis=1)
+            hi = np.where(fin, B, -np.inf).max(axis=1)
         if hashes is not None:
-            hashes[a:a + r] = _cheap_hash_rows(M, all_fin)
+            hashes[a:b] = _cheap_hash(B, all_fin)
+        return r, n_nan, n_fin, D.sum(axis=1), np.einsum("ij,ij->i", D, D), lo, hi
+
+    parts = _map(chunk, part.bounds(k * part.rows_per_sample)) if k and part.n else []
+    n_rows = sum(p[0] for p in parts)
+    n_nan = sum((p[1] for p in parts), np.zeros(k, np.int64))
+    n_fin = sum((p[2] for p in parts), np.zeros(k, np.int64))
+    s1 = sum((p[3] for p in parts), np.zeros(k))
+    s2 = sum((p[4] for p in parts), np.zeros(k))
+    lo = np.min([p[5] for p in parts], axis=0) if parts else np.full(k, np.inf)
+    hi = np.max([p[6] for p in parts], axis=0) if parts else np.full(k, -np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         d_mean = np.where(n_fin > 0, s1 / np.maximum(n_fin, 1), np.nan)
         ssq = np.maximum(s2 - s1 * np.nan_to_num(d_mean), 0.0)
         std = np.where(n_fin > 1, np.sqrt(ssq / np.maximum(n_fin - 1, 1)), np.nan)
-    return {"n_rows": n_rows, "n_nan": n_nan, "n_inf": n_inf, "n_finite": n_fin, "mean": shift + d_mean,
-            "std": std, "min": np.where(n_fin > 0, lo, np.nan), "max": np.where(n_fin > 0, hi, np.nan),
-            "hashes": hashes}
+    return {"n_rows": n_rows, "n_nan": n_nan, "n_inf": n_rows - n_fin - n_nan, "n_finite": n_fin,
+            "mean": shift[:, 0] + d_mean, "std": std, "min": np.where(n_fin > 0, lo, np.nan),
+            "max": np.where(n_fin > 0, hi, np.nan), "hashes": hashes}
 
 
 def _column_stats(part: _Part, names: list[str], shift: np.ndarray,
@@ -377,19 +417,23 @@ def _column_stats(part: _Part, names: list[str], shift: np.ndarray,
                   want_hashes: bool) -> tuple[ColumnStats, np.ndarray | None]:
     """The statistics of one split (one pass), then robust-z outlier counts where some value is beyond."""
     k = part.k
-    m = _scan(part.stat_chunks(), k, shift, part.n, want_hashes)
+    m = _scan(part, shift, want_hashes)
     lo, hi = m["min"], m["max"]
     med, mad, scale = robust if robust is not None else (np.full(k, np.nan),) * 3
     with np.errstate(invalid="ignore", divide="ignore"):
         inv_scale = np.where(scale > 0, ROBUST_Z_CONST / np.where(scale > 0, scale, 1.0), np.nan)
         max_z = np.fmax(hi - med, med - lo) * inv_scale        # the farthest value is the min or the max
     n_out = np.zeros(k, np.int64)
-    over = np.flatnonzero(np.nan_to_num(max_z) > ROBUST_Z_LIMIT)
-    if len(over):                                              # a second look only at those columns
-        for _, M in part.stat_chunks(cols=over.tolist()):
+    over = np.flatnonzero(np.nan_to_num(max_z) > ROBUST_Z_LIMIT).tolist()
+    if over:                                                   # a second look only at those columns
+
+        def count(ab: tuple[int, int]) -> np.ndarray:
+            B = part.stat_block(slice(*ab), cols=over)
             with np.errstate(invalid="ignore"):
-                z = np.abs(M - med[over]) * inv_scale[over]
-            n_out[over] += (np.nan_to_num(z, nan=0.0, posinf=0.0) > ROBUST_Z_LIMIT).sum(axis=0)
+                z = np.abs(B - med[over, None]) * inv_scale[over, None]
+            return (np.nan_to_num(z, nan=0.0, posinf=0.0) > ROBUST_Z_LIMIT).sum(axis=1)
+
+        n_out[over] = sum(_map(count, part.bounds(len(over) * part.rows_per_sample)))
     stats = ColumnStats(names=names, n_rows=m["n_rows"], n_nan=m["n_nan"], n_inf=m["n_inf"],
                         n_finite=m["n_finite"], mean=m["mean"], std=m["std"], min=lo, max=hi,
                         max_abs=np.fmax(np.abs(lo), np.abs(hi)), median=med, mad=mad, robust_scale=scale,
@@ -397,43 +441,49 @@ def _column_stats(part: _Part, names: list[str], shift: np.ndarray,
     return stats, m["hashes"]
 
 
-def _leak_scores(S: np.ndarray, codes: np.ndarray | None, n_classes: int, y: np.ndarray | None) -> np.ndarray:
-    """Per column of S (samples x features): eta^2 with the class codes, or |Pearson r| with y (NaN/inf ignored)."""
-    fin = np.isfinite(S)
+def _leak_scores(S: np.ndarray, codes: np.ndarray | None, y: np.ndarray | None) -> np.ndarray:
+    """Per row of a (features, samples) block: eta^2 with the class codes, or |Pearson r| with y.
+
+    NaN/inf values and missing labels/targets are left out. Runs over groups of features on the threads.
+    """
+    keep = np.flatnonzero((codes >= 0) if codes is not None else np.isfinite(y))
     if codes is not None:
-        ok = codes >= 0
-        S, fin, codes = S[ok], fin[ok], codes[ok]
-        n, k = S.shape
-        X = np.where(fin, S, 0.0)
-        centre = X.sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
-        X = np.where(fin, X - centre, 0.0)
-        idx = (codes[:, None] * k + np.arange(k)).ravel()
-        size = n_classes * k
-        cn = np.bincount(idx, weights=fin.ravel().astype(np.float64), minlength=size).reshape(n_classes, k)
-        cs = np.bincount(idx, weights=X.ravel(), minlength=size).reshape(n_classes, k)
-        cq = np.bincount(idx, weights=(X * X).ravel(), minlength=size).reshape(n_classes, k)
+        c = codes[keep]
+        order = np.argsort(c, kind="stable")
+        keep = keep[order]                                     # samples grouped by class
+        starts = np.flatnonzero(np.r_[True, np.diff(c[order]) != 0])   # one segment per present class
+    else:
+        yk = y[keep]
+
+    def group(r: range) -> np.ndarray:
+        A = S[r.start:r.stop][:, keep]
+        fin = np.isfinite(A)
+        F = fin.astype(np.float64)
+        n = F.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            tn, ts, tq = cn.sum(0), cs.sum(0), cq.sum(0)
-            sst = tq - np.where(tn > 0, ts * ts / np.maximum(tn, 1), 0.0)
-            ssw = (cq - np.where(cn > 0, cs * cs / np.maximum(cn, 1), 0.0)).sum(0)
-            eta2 = np.where(sst > 1e-12 * np.maximum(tq, 1e-300), 1.0 - ssw / sst, 0.0)
-        return np.clip(np.nan_to_num(eta2), 0.0, 1.0)
-    ok = np.isfinite(y)
-    S, fin, y = S[ok], fin[ok], y[ok]
-    F = fin.astype(np.float64)
-    n = F.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        X = np.where(fin, S, 0.0)
-        mx = X.sum(axis=0) / np.maximum(n, 1)
-        my = np.einsum("r,rk->k", y, F) / np.maximum(n, 1)
-        dx = np.where(fin, X - mx, 0.0)
-        dy = y[:, None] - my                       # (n, k), masked below
-        dy = np.where(fin, dy, 0.0)
-        cov = np.einsum("ij,ij->j", dx, dy)
-        vx = np.einsum("ij,ij->j", dx, dx)
-        vy = np.einsum("ij,ij->j", dy, dy)
-        r = np.where((vx > 0) & (vy > 0) & (n > 2), cov / np.sqrt(vx * vy), 0.0)
-    return np.abs(np.nan_to_num(r))
+            X = np.where(fin, A, 0.0)
+            X = np.where(fin, X - (X.sum(axis=1) / np.maximum(n, 1))[:, None], 0.0)
+            if codes is not None:
+                cn = np.add.reduceat(F, starts, axis=1)
+                cs = np.add.reduceat(X, starts, axis=1)
+                cq = np.add.reduceat(X * X, starts, axis=1)
+                tq = cq.sum(axis=1)
+                sst = tq - cs.sum(axis=1) ** 2 / np.maximum(n, 1)
+                ssw = (cq - np.where(cn > 0, cs * cs / np.maximum(cn, 1), 0.0)).sum(axis=1)
+                score = np.where(sst > 1e-12 * np.maximum(tq, 1e-300), 1.0 - ssw / sst, 0.0)
+                return np.clip(np.nan_to_num(score), 0.0, 1.0)
+            my = np.einsum("kn,n->k", F, yk) / np.maximum(n, 1)
+            dy = np.where(fin, yk[None, :] - my[:, None], 0.0)
+            cov = np.einsum("kn,kn->k", X, dy)
+            vx = np.einsum("kn,kn->k", X, X)
+            vy = np.einsum("kn,kn->k", dy, dy)
+            r_ = np.where((vx > 0) & (vy > 0) & (n > 2), cov / np.sqrt(vx * vy), 0.0)
+        return np.abs(np.nan_to_num(r_))
+
+    k = S.shape[0]
+    if k == 0 or len(keep) == 0:
+        return np.zeros(k)
+    return np.concatenate(_map(group, _row_groups(k)))
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -443,6 +493,20 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     dx, dy = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
     den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
     return float(abs((dx * dy).sum()) / den) if den > 0 else 0.0
+
+
+@dataclass
+class RowHashes:
+    """Feature hashes of every training/validation sample, and the samples that can be duplicates.
+
+    A sample whose cheap hash is unique (in training, and absent from validation) cannot equal another,
+    so D110 only needs to look at the candidates.
+    """
+
+    train: np.ndarray
+    val: np.ndarray | None
+    train_candidates: np.ndarray          # positions, sorted
+    val_candidates: np.ndarray | None
 
 
 @dataclass
@@ -496,11 +560,27 @@ class DataContext:
     n_params: int | None = None         # the model's parameter count, when a spec is known
     loss_name: str | None = None        # the spec's loss (cross_entropy, bce, mse, ...)
     n_outputs: int | None = None        # the model's output units
+    # what the spec already does about it (None: no spec): the data are judged as training will see them
+    normalize: str | None = None        # data.normalize: none | standardize | minmax
+    normalize_target: bool = False      # data.normalize_target
+    class_weights: Any = None           # loss.class_weights
 
     @classmethod
     def build(cls, ds: Dataset, n_params: int | None = None, loss_name: str | None = None,
-              n_outputs: int | None = None) -> "DataContext":
-        return cls(ds=ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+              n_outputs: int | None = None, spec: Any = None) -> "DataContext":
+        """The context for `ds`; with a spec, its loss and data settings (normalize, class_weights) too."""
+        ctx = cls(ds=ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+        if spec is not None:
+            ctx.loss_name = loss_name or getattr(getattr(spec, "loss", None), "name", None)
+            data = getattr(spec, "data", None)
+            ctx.normalize = getattr(data, "normalize", None)
+            ctx.normalize_target = bool(getattr(data, "normalize_target", False))
+            ctx.class_weights = getattr(getattr(spec, "loss", None), "class_weights", None)
+        return ctx
+
+    @property
+    def features_scaled_by_spec(self) -> bool:
+        return self.normalize in ("standardize", "minmax")
 
     # -- shape -----------------------------------------------------------------------------------
     @property
@@ -586,9 +666,9 @@ class DataContext:
 
     @cached_property
     def train_sample(self) -> np.ndarray:
-        """Rows of the training statistics view for medians (all, or about MEDIAN_SAMPLE_ROWS sampled)."""
+        """The training statistics view for medians, (k, rows): all rows, or about MEDIAN_SAMPLE_ROWS sampled."""
         pos = self._train_positions
-        return self.train_part.stat_rows(slice(0, self.n_train) if pos is None else pos)
+        return self.train_part.stat_block(slice(0, self.n_train) if pos is None else pos)
 
     @cached_property
     def _train_pass(self) -> tuple[ColumnStats, np.ndarray | None]:
@@ -655,14 +735,22 @@ class DataContext:
         if part.fused and fused_pass is not None and fused_pass[1] is not None:
             return fused_pass[1]
         h = np.zeros(part.n, np.uint64)
-        for a, M in part.sample_chunks():
-            h[a:a + len(M)] = _cheap_hash_rows(M)
+
+        def chunk(ab: tuple[int, int]) -> None:
+            h[ab[0]:ab[1]] = _cheap_hash(part.sample_block(slice(*ab)))
+
+        _map(chunk, part.bounds(part.sample_width))
         return h
 
     def _strong_hashes(self, part: _Part, positions: np.ndarray) -> np.ndarray:
+        if part.layout == "table":
+            part.columns()
         out = np.zeros(len(positions), np.uint64)
-        for a, M in part.sample_chunks(positions):
-            out[a:a + len(M)] = _strong_hash_rows(M)
+
+        def chunk(ab: tuple[int, int]) -> None:
+            out[ab[0]:ab[1]] = _strong_hash(part.sample_block(positions[ab[0]:ab[1]]))
+
+        _map(chunk, part.bounds(part.sample_width, len(positions)))
         return out
 
     def _other_column_hashes(self, X: Any, part: _Part) -> np.ndarray | None:
@@ -679,19 +767,21 @@ class DataContext:
         return _hash_values(X.reshape(len(X), -1)) if part.sample_width == 0 else None
 
     @cached_property
-    def row_hashes(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(train, validation) feature hashes per sample: the cheap hash, made strong where it repeats."""
+    def row_hashes(self) -> RowHashes:
+        """Feature hashes per sample: the cheap hash, made strong where it repeats (the candidates)."""
         tr, va = self.train_part, self.val_part
         h_tr = self._cheap_hashes(tr, self._train_pass if tr.fused else None).copy()
         h_va = self._cheap_hashes(va, self._val_pass if va.fused else None).copy() if va is not None else None
         s_tr = pd.Series(h_tr)
         cand_tr = s_tr.duplicated(keep=False).to_numpy()
+        cand_va = None
         if h_va is not None:
             cand_va = pd.Series(h_va).isin(s_tr).to_numpy()
-            cand_tr = cand_tr | s_tr.isin(h_va[cand_va]).to_numpy()
-            if cand_va.any() and va.sample_width:
-                pos = np.flatnonzero(cand_va)
-                h_va[pos] = self._strong_hashes(va, pos)
+            if cand_va.any():
+                cand_tr = cand_tr | s_tr.isin(h_va[cand_va]).to_numpy()
+                if va.sample_width:
+                    pos = np.flatnonzero(cand_va)
+                    h_va[pos] = self._strong_hashes(va, pos)
         if cand_tr.any() and tr.sample_width:
             pos = np.flatnonzero(cand_tr)
             h_tr[pos] = self._strong_hashes(tr, pos)
@@ -703,7 +793,8 @@ class DataContext:
                 extra = self._other_column_hashes(self.ds.X_val, va)
                 if extra is not None:
                     h_va = h_va + extra
-        return h_tr, h_va
+        return RowHashes(train=h_tr, val=h_va, train_candidates=np.flatnonzero(cand_tr),
+                         val_candidates=np.flatnonzero(cand_va) if cand_va is not None else None)
 
     @cached_property
     def target_hashes(self) -> np.ndarray:
@@ -738,11 +829,11 @@ class DataContext:
             pos, S = self._train_positions, self.train_sample
         else:
             pos = part.sample_positions(LEAK_SAMPLE_VALUES // part.sample_width)
-            S = part.sample_rows(slice(0, part.n) if pos is None else pos)
-        take = (lambda v: v) if pos is None else (lambda v: v[pos])
+            S = part.sample_block(slice(0, part.n) if pos is None else pos)
+        take = (lambda v: v) if pos is None else (lambda v: v[pos])  # noqa: E731
         if "codes" in target:
-            return _leak_scores(S, take(target["codes"]), target["n_classes"], None), pos
-        return _leak_scores(S, None, 0, take(target["y"])), pos
+            return _leak_scores(S, take(target["codes"]), None), pos
+        return _leak_scores(S, None, take(target["y"])), pos
 
 
 def _take_worst(names: list[str], score: np.ndarray, mask: np.ndarray, n: int = MAX_EVIDENCE_COLUMNS) -> list[int]:
@@ -882,14 +973,17 @@ def check_non_numeric_features(ctx: DataContext) -> Finding | None:
 
 def _binary_like(ctx: DataContext, j: int) -> bool:
     """True when stat column j takes at most two distinct values on the median sample (0/1 indicators)."""
-    col = ctx.train_sample[:, j]
+    col = ctx.train_sample[j]
     return len(np.unique(col[np.isfinite(col)])) <= 2
 
 
 @check("D104")
 def check_unscaled_features(ctx: DataContext) -> Finding | None:
-    """D104 unscaled-features: features far from mean 0 / std 1, scales orders of magnitude apart, raw pixels."""
-    if ctx.n_train == 0 or ctx.train_part.k == 0:
+    """D104 unscaled-features: features far from mean 0 / std 1, scales orders of magnitude apart, raw pixels.
+
+    Not when the spec scales the features already (data.normalize: standardize or minmax).
+    """
+    if ctx.n_train == 0 or ctx.train_part.k == 0 or ctx.features_scaled_by_spec:
         return None
     st = ctx.train_stats
     std, mean, max_abs = st.std, st.mean, st.max_abs
@@ -938,6 +1032,7 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
         message = (f"pixel values are raw {X.dtype} in [{_g(pixel_range[0])}, {_g(pixel_range[1])}], not scaled to "
                    f"[0, 1] ({example})")
         fix = f"scale pixels to [0, 1] (divide by {_g(pixel_range[1])}): set data.normalize: minmax"
+        patch = {"data.normalize": "minmax"}
     else:
         head = f"{int(flagged.sum())} of {st.k} {word}s are off scale ({'; '.join(reasons)})" if flagged.any() \
             else f"{word} scales span {_g(spread)}x"
@@ -945,9 +1040,10 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
             head += f", scales span {_g(spread)}x"
         message = f"{head} ({example})"
         fix = "set data.normalize: standardize"
+        patch = {"data.normalize": "standardize"}
     if severity == Severity.ERROR:
         message += f"; max |x| {_g(gmax)} > {_g(MAX_ABS_ERROR)}"
-    return Finding("D104", message, fix, severity=severity,
+    return Finding("D104", message, fix, severity=severity, patch=patch,
                    evidence={"columns": evidence_cols, "n_flagged": int(flagged.sum()), "n_columns": st.k,
                              "std_spread": spread, "max_abs": gmax, "pixel_range": pixel_range,
                              "thresholds": {"std_high": FEATURE_STD_HIGH, "std_low": FEATURE_STD_LOW,
@@ -1084,9 +1180,9 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
 
 @check("D108")
 def check_unscaled_target(ctx: DataContext) -> Finding | None:
-    """D108 unscaled-target: a regression target with |mean| or std above 10."""
+    """D108 unscaled-target: a regression target with |mean| or std above 10 (unless data.normalize_target)."""
     Y = ctx.regression_target
-    if Y is None or len(Y) == 0:
+    if Y is None or len(Y) == 0 or ctx.normalize_target:
         return None
     fin = np.isfinite(Y)
     cnt = fin.sum(axis=0)
@@ -1103,16 +1199,16 @@ def check_unscaled_target(ctx: DataContext) -> Finding | None:
     return Finding("D108", f"regression target {names[j]!r} has mean {_g(mean[j])}, std {_g(std[j])} "
                    f"(|mean| > {_g(TARGET_MEAN_HIGH)} or std > {_g(TARGET_STD_HIGH)}): an initial MSE near "
                    f"{_g(mean[j] ** 2 + std[j] ** 2)}",
-                   "set data.normalize_target: true",
+                   "set data.normalize_target: true", patch={"data.normalize_target": True},
                    evidence={"columns": cols, "thresholds": {"mean_high": TARGET_MEAN_HIGH,
                                                              "std_high": TARGET_STD_HIGH}})
 
 
 @check("D109")
 def check_class_imbalance(ctx: DataContext) -> Finding | None:
-    """D109 class-imbalance: majority/minority class ratio >= IMBALANCE_RATIO on the training labels."""
+    """D109 class-imbalance: majority/minority class ratio >= IMBALANCE_RATIO (unless loss.class_weights is set)."""
     info = ctx.labels
-    if info is None:
+    if info is None or ctx.class_weights is not None:
         return None
     present = info.counts > 0
     if present.sum() < 2:
@@ -1126,6 +1222,7 @@ def check_class_imbalance(ctx: DataContext) -> Finding | None:
     return Finding("D109", f"class {classes[hi]!r} has {counts[hi]} training rows, class {classes[lo]!r} only "
                    f"{counts[lo]}: ratio {_g(ratio)} >= {_g(IMBALANCE_RATIO)}",
                    "set loss.class_weights: balanced (or oversample the rare classes)",
+                   patch={"loss.class_weights": "balanced"},
                    evidence={"counts": {str(c): int(n) for c, n in zip(classes, counts)}, "ratio": ratio,
                              "thresholds": {"ratio": IMBALANCE_RATIO}})
 
@@ -1136,18 +1233,24 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     n = ctx.n_train
     if n == 0:
         return None
-    hx, hv = ctx.row_hashes
-    hy = ctx.target_hashes
+    rh = ctx.row_hashes
+    cand = rh.train_candidates                                 # only these can repeat (sorted positions)
+    hx, hy = rh.train[cand], ctx.target_hashes[cand]
     with np.errstate(over="ignore"):
         pair = _mix(hx ^ _mix(hy))
-    dup = pd.Series(pair).duplicated().to_numpy()              # same features and same label as an earlier row
-    n_dup = int(dup.sum())
-    distinct = pd.Series(hx[~dup])                              # one row per (features, label)
+    dup_c = pd.Series(pair).duplicated().to_numpy()            # same features and label as an earlier row
+    n_dup = int(dup_c.sum())
+    distinct = pd.Series(hx[~dup_c])                           # one row per (features, label)
     conflict_keys = distinct[distinct.duplicated()].unique()   # features seen with two or more labels
     n_conflict_groups = len(conflict_keys)
-    in_conflict = pd.Series(hx).isin(conflict_keys).to_numpy() if n_conflict_groups else np.zeros(n, bool)
-    shared = pd.Series(hv).isin(pd.Series(hx)).to_numpy() if hv is not None else np.zeros(0, bool)
-    n_shared, n_val = int(shared.sum()), len(shared)
+    conflict_c = pd.Series(hx).isin(conflict_keys).to_numpy() if n_conflict_groups else np.zeros(len(cand), bool)
+    n_val = len(rh.val) if rh.val is not None else 0
+    shared_pos = np.zeros(0, np.int64)
+    if rh.val_candidates is not None and len(rh.val_candidates):
+        vc = rh.val_candidates
+        shared_pos = vc[pd.Series(rh.val[vc]).isin(pd.Series(hx)).to_numpy()]
+    n_shared = len(shared_pos)
+    dup, in_conflict = cand[dup_c], cand[conflict_c]           # positions among the training rows
     fire_dup = n_dup >= max(1.0, DUPLICATE_FRACTION * n)
     fire_shared = n_val > 0 and n_shared >= max(1.0, LEAK_ROWS_FRACTION * n_val)
     fire_conflict = n_conflict_groups >= CONFLICT_MIN_GROUPS
@@ -1159,14 +1262,14 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     if fire_shared:
         parts.append(f"{n_shared} of {n_val} validation rows also appear in training ({n_shared / n_val:.1%})")
     if fire_conflict:
-        parts.append(f"{n_conflict_groups} feature vectors ({int(in_conflict.sum())} rows) appear with different "
+        parts.append(f"{n_conflict_groups} feature vectors ({len(in_conflict)} rows) appear with different "
                      "labels")
-    first = lambda mask: np.flatnonzero(mask)[:MAX_EXAMPLE_ROWS]  # noqa: E731
     evidence = {
-        "duplicates": {"count": n_dup, "examples": ctx.row_label(first(dup))},
-        "shared_with_validation": {"count": n_shared, "examples": ctx.row_label(first(shared), val=True)},
-        "conflicts": {"groups": n_conflict_groups, "rows": int(in_conflict.sum()),
-                      "examples": ctx.row_label(first(in_conflict))},
+        "duplicates": {"count": n_dup, "examples": ctx.row_label(dup[:MAX_EXAMPLE_ROWS])},
+        "shared_with_validation": {"count": n_shared,
+                                   "examples": ctx.row_label(shared_pos[:MAX_EXAMPLE_ROWS], val=True)},
+        "conflicts": {"groups": n_conflict_groups, "rows": len(in_conflict),
+                      "examples": ctx.row_label(in_conflict[:MAX_EXAMPLE_ROWS])},
         "thresholds": {"duplicate_fraction": DUPLICATE_FRACTION, "shared_fraction": LEAK_ROWS_FRACTION,
                        "conflict_groups": CONFLICT_MIN_GROUPS},
     }
@@ -1363,13 +1466,15 @@ def check_degenerate_target(ctx: DataContext) -> Finding | None:
 
 def run_data_checks(ds: Dataset, report: Report, select: list[str] | None = None, ignore: list[str] | None = None,
                     n_params: int | None = None, loss_name: str | None = None,
-                    n_outputs: int | None = None) -> list[Finding]:
+                    n_outputs: int | None = None, spec: Any = None) -> list[Finding]:
     """Build the context once, run the enabled D1xx checks in order, and fill step 1's summary.
 
-    When D100 fires (no rows, or features and target of different lengths) the other checks do not run:
-    nothing can be checked on rows that do not line up.
+    With `spec`, what it already fixes is not reported: D104 when data.normalize scales the features,
+    D108 with data.normalize_target, D109 with loss.class_weights. When D100 fires (no rows, or features
+    and target of different lengths) the other checks do not run: nothing can be checked on rows that
+    do not line up.
     """
-    ctx = DataContext.build(ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
+    ctx = DataContext.build(ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs, spec=spec)
     select, ignore = select or [], ignore or []
     report.step(Step.DATA).summary = ds.describe()
     found = run_checks(DATA_CODES[:1], ctx, report, select, ignore)
