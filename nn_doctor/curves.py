@@ -161,7 +161,9 @@ def _describe(xs: np.ndarray, ys: np.ndarray) -> dict[str, Any]:
     per-step training curve and a validation curve evaluated every 25 steps are measured alike."""
     x0, x1 = float(xs[0]), float(xs[-1])
     span = x1 - x0
-    start, end = _window(xs, ys, x0, x0 + span / 10), _window(xs, ys, x1 - span / 10, x1)
+    # the start is the curve's level before it moves (the first 2% of the run: a few steps of a per-step
+    # curve, the first evaluation of a validation curve); the end smooths over the last 10%
+    start, end = _window(xs, ys, x0, x0 + span / 50), _window(xs, ys, x1 - span / 10, x1)
     first, last = _window(xs, ys, x0, x0 + span / 3), _window(xs, ys, x1 - span / 3, x1)
     trend, change = _trend(first, last, start)
     d: dict[str, Any] = {"points": len(ys), "first_step": x0, "last_step": x1, "start": start, "end": end,

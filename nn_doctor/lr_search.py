@@ -11,7 +11,8 @@ Each probe gets a status from its curves, not from one final value:
   diverged   - a non-finite loss, or the smoothed loss rose above DIVERGE_FACTOR x its start
                (the probe stopped early), or the final full-batch loss is above the initial one;
   unstable   - finite, but the smoothed curve climbs back by more than UNSTABLE_RISE of the progress it
-               had made (oscillation), measured after the first fifth of the probe;
+               had made (oscillation; it must first have got MIN_PROGRESS below the initial loss),
+               measured after the first fifth of the probe;
   converging - the full-batch training loss fell by at least MIN_PROGRESS of its initial value;
   too-slow   - finite and stable, but it fell by less than that.
 """
@@ -65,8 +66,13 @@ def classify(rec: ProbeRecord) -> str:
         for v in tail:
             running_min = min(running_min, v)
             worst_rise = max(worst_rise, v - running_min)
-        made = max(sm[0] - min(tail), 1e-12)
-        if worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(sm[0]):
+        # measured from the full-batch loss at init, not from sm[0] (one minibatch's loss, noisy); and
+        # oscillation needs progress to climb back from: a curve that never got MIN_PROGRESS below its
+        # start is minibatch noise around a plateau (too-slow), not an lr that is too high (measured:
+        # without this, lr 1e-4..1e-6 on wine and diabetes read "unstable" on most seeds)
+        ref = rec.initial_loss
+        made = ref - min(tail)
+        if made >= MIN_PROGRESS * abs(ref) and worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(ref):
             return "unstable"
     return WORKING if progress >= MIN_PROGRESS else "too-slow"
 
