@@ -14,7 +14,8 @@ Each probe gets a status from its curves, not from one final value:
                had made (oscillation; it must first have got MIN_PROGRESS below the initial loss),
                measured after the first fifth of the probe;
   converging - the full-batch training loss fell by at least MIN_PROGRESS of its initial value;
-  too-slow   - finite and stable, but it fell by less than that.
+  too-slow   - finite and stable, but it fell by less than that, or not below REFERENCE_MARGIN x the loss
+               of the best constant prediction (it learned nothing from the inputs).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 2
                         # (a probe is ~150 steps; seeds/003: "loss不下降" means essentially no fall)
 UNSTABLE_RISE = 0.5     # climbing back by > 50% of the progress made = oscillating (seeds/003 "学习率设置过大，很容易震荡")
 SETTLE_FRACTION = 0.2   # ignore the first 20% of steps when looking for oscillation (EMA warm-up, early transients)
+REFERENCE_MARGIN = 0.95  # a working lr ends >= 5% below the loss of the best constant prediction (prior / mean)
 BISECT_POINTS = 3       # interior log-spaced points between the failing and the working decade: resolution 10^(1/4) = 1.8x
 SAFETY_FACTOR = 3.0     # recommend at most edge / 3: the edge itself is where training starts to break
 TOO_LOW_RATIO = 0.5     # H301: the configured lr made < 50% of the best lr's progress
@@ -74,6 +76,10 @@ def classify(rec: ProbeRecord) -> str:
         made = ref - min(tail)
         if made >= MIN_PROGRESS * abs(ref) and worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(ref):
             return "unstable"
+    if rec.reference_loss is not None and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
+        # fell from a bad start only as far as a constant prediction would: nothing learned from the inputs
+        # (measured: unscaled wine at lr 1e-2..2e-3 falls 54 -> 1.086 = ln 3 as its ReLUs die)
+        return "too-slow"
     return WORKING if progress >= MIN_PROGRESS else "too-slow"
 
 
@@ -96,8 +102,14 @@ class LrResult:
 def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
     sm = rec.smoothed()
     step = max(1, math.ceil(len(sm) / CURVE_POINTS))
-    return {"lr": lr, "status": status, "initial_loss": rec.initial_loss, "final_loss": rec.final_loss,
-            "best_loss": min((v for v in sm if v is not None), default=None),
+    finite = [v for v in sm if v is not None]
+    diverged = status == "diverged"
+    return {"lr": lr, "status": status, "initial_loss": rec.initial_loss,
+            # a diverged probe has no meaningful final loss (report.md: null); where it stopped is kept
+            "final_loss": None if diverged else rec.final_loss,
+            "loss_at_stop": finite[-1] if diverged and finite else None,
+            "reference_loss": rec.reference_loss,
+            "best_loss": min(finite, default=None),
             "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
             "error": rec.error, "curve": sm[::step]}
 
