@@ -206,6 +206,24 @@ def full_report(
     _run(build, fmt, output, junit_xml, fail_on, verbose)
 
 
+@app.command("check-curves")
+def check_curves(
+    log: str = typer.Argument(..., help="A training log CSV (Lightning's or Keras' CSVLogger, or any CSV with loss columns)."),
+    train_col: Optional[str] = typer.Option(None, "--train-col", help="The training-loss column (default: detected)."),
+    val_col: Optional[str] = typer.Option(None, "--val-col", help="The validation-loss column (default: detected)."),
+    step_col: Optional[str] = typer.Option(None, "--step-col", help="The step/epoch column (default: detected)."),
+    fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
+    quiet: bool = QUIET, verbose: bool = VERBOSE,
+) -> None:
+    """Read the loss curves of a finished run and name their pattern (seeds/003's five train/val patterns)."""
+    def build():
+        from .catalogue import parse_codes
+        from .curve_report import check_curves as run
+        return run(log, train_col, val_col, step_col, select=parse_codes(select), ignore=parse_codes(ignore))
+    _run(build, fmt, output, junit_xml, fail_on, verbose)
+
+
 @app.command("explain")
 def explain(
     code: Optional[str] = typer.Argument(None, help="A finding code (D104) or name (unscaled-features)."),

@@ -456,7 +456,13 @@ def full_report(opts: Options, example: bool = False) -> Report:
             s.check("M")  # the static checks still say what they can
             s.report.skip_step(Step.RESOURCES, "the model does not build (M200)")
             return s.finish()
+        step_fn = _load_user_step(s)      # before the probes: an import error is exit 2 at once
         _run_probes(s)
+        if step_fn is not None:
+            from .user_step import diagnose_step
+            s.progress.plan(1, "checking your training step")
+            s.ctx.user_step = diagnose_step(step_fn, s.spec, s.data, s.seed, ref=s.spec.training.step)
+            s.progress.done("your training step")
         for letter in ("M", "H", "G"):
             s.check(letter)
         _resources(s)
@@ -467,6 +473,14 @@ def full_report(opts: Options, example: bool = False) -> Report:
     except KeyboardInterrupt:
         s.report.interrupted = True
     return s.finish()
+
+
+def _load_user_step(s: Session):
+    """The spec's training.step (package.module:function): importing it runs the user's code."""
+    if not s.spec.training.step:
+        return None
+    from .user_step import load_step
+    return load_step(s.spec.training.step, s.spec.base_dir)
 
 
 def _static_model_checks_without_data(s: Session) -> None:
