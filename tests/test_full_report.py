@@ -150,3 +150,23 @@ def test_bundled_example_names_its_real_fault():
     assert rep.first_fix == "D104"
     assert "H300" in codes(rep, "error")
     assert any("bundled example" in n for n in rep.notes)
+
+
+def test_tiny_budget_names_what_was_skipped(tmp_path):
+    rep = run(write_spec(tmp_path), budget=0.05)
+    assert rep.skipped, "a 50 ms budget cannot fit every probe; the report must name what it skipped"
+    assert all("budget" in s for s in rep.skipped)
+    # the data step never depends on the budget
+    assert rep.steps[list(rep.steps)[0]].status in ("pass", "warn", "fail")
+
+
+def test_select_that_runs_nothing_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nn_doctor", "check-data", str(SAMPLE / "wine.csv"), "--target",
+                           "label", "--select", "G4"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no check ran" in proc.stderr
+
+
+def test_unknown_code_in_select_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "nn_doctor", "check-data", str(SAMPLE / "wine.csv"), "--target",
+                           "label", "--select", "D999"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "D999" in proc.stderr
