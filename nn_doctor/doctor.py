@@ -462,6 +462,7 @@ def full_report(opts: Options, example: bool = False) -> Report:
             from .user_step import diagnose_step
             s.progress.plan(1, "checking your training step")
             s.ctx.user_step = diagnose_step(step_fn, s.spec, s.data, s.seed, ref=s.spec.training.step)
+            s.report.probes["user_step"] = s.ctx.user_step.to_dict()
             s.progress.done("your training step")
         for letter in ("M", "H", "G"):
             s.check(letter)
