@@ -170,3 +170,30 @@ def test_unknown_code_in_select_is_a_usage_error():
     proc = subprocess.run([sys.executable, "-m", "nn_doctor", "check-data", str(SAMPLE / "wine.csv"), "--target",
                            "label", "--select", "D999"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "D999" in proc.stderr
+
+
+def test_full_report_examines_the_users_training_step(tmp_path):
+    (tmp_path / "mytrain.py").write_text(
+        "def step(model, batch, optimizer, loss_fn):\n"
+        "    x, y = batch\n"
+        "    loss = loss_fn(model(x), y)\n"
+        "    loss.backward()          # bug: gradients are never zeroed\n"
+        "    optimizer.step()\n"
+        "    return loss\n")
+    rep = run(write_spec(tmp_path, **{"training.step": "mytrain:step"}))
+    g408 = [f for f in rep.findings if f.code == "G408"]
+    assert g408 and any("zero_grad" in f.fix for f in g408), [f.message for f in g408]
+    assert rep.probes["user_step"]["ref"] == "mytrain:step"
+
+
+def test_full_report_correct_training_step_is_clean(tmp_path):
+    (tmp_path / "goodtrain.py").write_text(
+        "def step(model, batch, optimizer, loss_fn):\n"
+        "    x, y = batch\n"
+        "    optimizer.zero_grad()\n"
+        "    loss = loss_fn(model(x), y)\n"
+        "    loss.backward()\n"
+        "    optimizer.step()\n"
+        "    return loss\n")
+    rep = run(write_spec(tmp_path, **{"training.step": "goodtrain:step"}))
+    assert not [f for f in rep.findings if f.code == "G408"]
