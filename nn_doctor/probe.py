@@ -192,10 +192,12 @@ def targets_for_loss(y: torch.Tensor, loss_name: str, task: str, n_out: int) -> 
 # ---- instrumentation ----------------------------------------------------------------------------
 
 class Instruments:
-    """Forward hooks on the model's leaf layers. Idle hooks return at once; armed ones reduce to tensors
-    kept on the device until the record is written (one read-back per record)."""
+    """Forward hooks on the model's leaf layers. Armed hooks reduce to tensors kept on the device until the
+    record is written (one read-back per record). The probe installs them only around the steps it
+    records (attach/remove): even an idle hook sends every call of its module down torch's slow path
+    (measured: +3.5% on a 0.8 ms step of an MLP 64-64 on the CPU)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, attach: bool = True):
         self.layers = layer_table(model)
         self.kinds = {name: kind for name, _, kind in self.layers}
         self.armed = False
@@ -203,8 +205,8 @@ class Instruments:
         self.first_bad_layer: str | None = None
         self.acts: dict[str, dict[str, torch.Tensor]] = {}
         self.handles = []
-        for name, module, kind in self.layers:
-            self.handles.append(module.register_forward_hook(self._hook(name, module, kind)))
+        if attach:
+            self.attach()
         # parameters grouped by layer, for grad norms and update ratios
         self.params: dict[str, list[torch.nn.Parameter]] = {}
         for name, module, kind in self.layers:
@@ -287,9 +289,16 @@ class Instruments:
             out.setdefault(name, {})[k] = v if math.isfinite(v) else None
         return out
 
+    def attach(self) -> None:
+        """Install the forward hooks (again); remove() takes them off."""
+        if not self.handles:
+            self.handles = [module.register_forward_hook(self._hook(name, module, kind))
+                            for name, module, kind in self.layers]
+
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        self.handles = []
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -449,7 +458,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     n = len(X)
     bs = min(s.batch_size or spec.training.batch_size, n)
     clip = spec.optimizer.grad_clip
-    inst = Instruments(model) if s.instrument else None
+    inst = Instruments(model, attach=False) if s.instrument else None
     rec.layer_kinds = inst.kinds if inst else {}
     model.train()
 
@@ -471,6 +480,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     step_times = []
     start = time.perf_counter()
     smoothed_ref = None
+    ema_avg = 0.0          # the smoothed loss's running average (see ema())
     params_all = [(nm, p) for nm, p in model.named_parameters()]
     initial_params = {nm: p.detach().clone() for nm, p in params_all} if s.instrument else {}
     step = 0
@@ -488,14 +498,16 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         batches.append(bidx)
         xb, yb = X[bidx], y[bidx]
         record = inst is not None and (step == 0 or (s.record_every and step % s.record_every == 0))
-        if inst is not None:
-            inst.armed = record
+        if record:
+            inst.attach()
+            inst.armed = True
         out = model(xb)
         loss = loss_fn(out, targets_for_loss(yb, loss_name, data.task, out.shape[-1] if out.dim() > 1 else 1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if inst is not None:
+        if record:
             inst.armed = False
+            inst.remove()
         grads = inst.grad_norms() if record else {}   # before clipping: G402 must see the explosion
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -518,16 +530,18 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
             for v in vals:
                 rec.losses.append(v if math.isfinite(v) else None)
             step_times.append((time.perf_counter() - start) / read)
-            bad = next((i for i, v in enumerate(rec.losses) if v is None), None)
+            bad = next((read - len(vals) + i for i, v in enumerate(vals) if not math.isfinite(v)), None)
             if bad is not None:
                 rec.stopped = "non-finite"
                 rec.first_nonfinite = _locate_nonfinite(model, opt, loss_fn, X, y, snapshot, batches, bad,
                                                         loss_name, data.task, clip)
                 break
-            sm = ema(rec.losses)
+            for v in vals:   # ema() carried forward: recomputing it over all losses each time is O(steps^2)
+                ema_avg = EMA_BETA * ema_avg + (1 - EMA_BETA) * v
+            smooth = ema_avg / (1 - EMA_BETA ** read)
             if smoothed_ref is None:
-                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else sm[0]
-            if s.stop_on_divergence and smoothed_ref and sm[-1] is not None and sm[-1] > DIVERGE_FACTOR * smoothed_ref:
+                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else rec.losses[0]
+            if s.stop_on_divergence and smoothed_ref and smooth > DIVERGE_FACTOR * smoothed_ref:
                 rec.stopped = "diverged"
                 break
             if s.budget_s is not None and time.perf_counter() - start > s.budget_s:
