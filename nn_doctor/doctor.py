@@ -215,6 +215,10 @@ class Session:
 
     def finish(self) -> Report:
         self.progress.close()
+        if self.report.interrupted:   # a step whose checks never ran must not read as passed
+            for res in self.report.steps.values():
+                if res.ran and not res.checks_run and res.status not in ("skipped", "crashed"):
+                    res.status, res.reason = "skipped", "interrupted (Ctrl-C) before its checks ran"
         if self.executor is not None:
             self.report.skipped.extend(self.executor.skipped)
             self.report.environment["executor"] = self.executor.name
@@ -289,7 +293,18 @@ def lr_search(s: Session, steps: int | None = None) -> Any:
             if rec.stopped != "skipped":
                 records[t.key] = rec
 
-    probe(dec + ([configured] if configured not in dec else []), "lr probes: decades")
+    try:
+        probe(dec + ([configured] if configured not in dec else []), "lr probes: decades")
+    except KeyboardInterrupt:
+        # keep what finished: the probes that ran are reported, without a recommendation
+        tasks, recs = s.executor.partial
+        for t, rec in zip(tasks, recs):
+            if rec.stopped != "skipped":
+                records[t.key] = rec
+        result = L.decide(records, dec, configured) if records else L.LrResult(configured=configured)
+        result.recommended, result.reason = None, "interrupted (Ctrl-C) before the search finished"
+        s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
+        raise
     statuses = {lr: L.classify(r) for lr, r in records.items()}
     ok = L.first_working(statuses, dec)
     if ok is not None and dec.index(ok) > 0:

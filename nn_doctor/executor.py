@@ -56,9 +56,11 @@ class LocalExecutor:
         self.clock = clock or BudgetClock(None)
         self.on_done = on_done
         self.skipped: list[str] = []
+        self.partial: tuple[list[ProbeTask], list[ProbeRecord]] = ([], [])
 
     def run_round(self, tasks: list[ProbeTask]) -> list[ProbeRecord]:
-        out = []
+        out: list[ProbeRecord] = []
+        self.partial = (tasks, out)      # what finished, if Ctrl-C lands mid-round
         for task in tasks:
             if self.clock.exhausted():
                 rec = skipped_record(task, "budget exhausted")

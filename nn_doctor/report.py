@@ -118,6 +118,8 @@ class Report:
     @property
     def verdict(self) -> str:
         worst = max((f.severity.rank for f in self.findings), default=-1)
+        if self.interrupted and worst < 1 and any(r.status == "skipped" for r in self.steps.values()):
+            return "warnings"   # an interrupted run with unchecked steps is not a clean bill of health
         return "unhealthy" if worst >= 2 else "warnings" if worst == 1 else "healthy"
 
     @property
