@@ -159,8 +159,11 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     plateau = sorted(lr for lr in working if loss[lr] <= loss[best] + tol)
     rec_lr = float(f"{math.sqrt(plateau[0] * plateau[-1]):.2g}")
     res.plateau = plateau
-    res.rule = (f"the geometric middle of the working lrs whose {which} loss is within noise of the best "
-                f"({_fmt(plateau[0])}..{_fmt(plateau[-1])}; best {_fmt(best)})")
+    if len(plateau) == 1:
+        res.rule = f"the working lr with the lowest {which} loss; no other came within noise of it"
+    else:
+        res.rule = (f"the geometric middle of the working lrs whose {which} loss is within noise of the best "
+                    f"({_fmt(plateau[0])}..{_fmt(plateau[-1])}; best {_fmt(best)})")
     if res.edge is not None and rec_lr > res.edge / SAFETY_FACTOR:
         rec_lr = float(f"{res.edge / SAFETY_FACTOR:.2g}")
         res.rule += f", capped at the edge of stability ({res.edge:g}) / {SAFETY_FACTOR:g}"
