@@ -133,7 +133,7 @@ class Session:
         except Exception as err:  # pydantic validation of an override
             raise UsageError(f"command-line override: {str(err).splitlines()[-1].strip()}") from None
         self.spec = spec
-        self.report.inputs["config"] = path
+        self.report.inputs["config"] = display_path(path)
         return spec
 
     @property
@@ -151,9 +151,10 @@ class Session:
                 raise UsageError("no data: pass a data file (or --config SPEC)")
             ds = load_dataset(o.data, o.target, val_path=o.val, task=o.task, seed=o.seed or 0)
         self.dataset = ds
-        self.report.inputs["data"] = ds.source
+        self.report.inputs["data"] = display_path(ds.source)
         if ds.val_source and ds.val_source != "split":
-            self.report.inputs["validation"] = ds.val_source
+            self.report.inputs["validation"] = display_path(ds.val_source) if os.path.exists(ds.val_source) \
+                else ds.val_source
         return ds
 
     def environment(self, device: str | None = None) -> dict[str, Any]:
@@ -225,6 +226,17 @@ class Session:
             self.executor.close()
         self.report.timing["total_s"] = time.perf_counter() - self.t0
         return self.report.finalize()
+
+
+def display_path(path: str | None) -> str | None:
+    """A path as the user would type it: relative to the working directory when it lies below it."""
+    if not path:
+        return path
+    try:
+        rel = os.path.relpath(os.path.normpath(os.path.abspath(path)))
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else os.path.normpath(path)
 
 
 def steps_per_epoch(spec: Spec, n_train: int) -> int:
