@@ -324,6 +324,10 @@ def lr_search(s: Session, steps: int | None = None) -> Any:
         if statuses.get(above) in ("diverged", "unstable", "too-slow", "error"):
             probe(L.bisect_points(above, ok), "lr probes: bisection")
     result = L.decide(records, dec, configured)
+    if result.recommended is not None:   # an lr already probed within 5% stands for the recommendation
+        near = [lr for lr in records if abs(lr / result.recommended - 1) <= 0.05]
+        if near:
+            result.recommended = min(near, key=lambda lr: abs(lr / result.recommended - 1))
     if result.recommended is not None and result.recommended not in records:
         probe([result.recommended], "lr probes: recommendation")
         if result.recommended in records and L.classify(records[result.recommended]) != L.WORKING:

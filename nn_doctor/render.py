@@ -306,6 +306,8 @@ def _init_lines(probe: dict[str, Any]) -> list[Line]:
     best = f"best: {probe['best']}" if probe.get("best") else "no clear best"
     out: list[Line] = [[(f"Init probe ({best}; per layer: activation std / gradient norm at init)", "bold")]]
     out.extend(_table(headers, rows) if rows else [[("  no variant was tried", "")]])
+    if probe.get("comparison"):
+        out.append([(f"  {probe['comparison']}", "")])
     return out
 
 

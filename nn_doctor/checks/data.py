@@ -53,6 +53,10 @@ MAX_ABS_ERROR = 1e3            # findings.md: D104 is an error when some feature
 # D106 extreme-outliers
 ROBUST_Z_CONST = 0.6745        # robust z = 0.6745 * (x - median) / MAD (Iglewicz & Hoaglin 1993)
 ROBUST_Z_LIMIT = 50.0          # far beyond the usual 3.5: clean breast_cancer's heaviest tail ('area error') reaches 38
+OUTLIER_CLASS_MIN_ROWS = 10    # labelled tables: a value must be extreme within its own class too (fault zoo: 20
+                               # malignant rows among 357 benign made a real 'area error' of 526 read z 68 against
+                               # the benign median; within its class it is z ~7); classes smaller than this
+                               # (MIN_CLASS_SAMPLES) are judged against the whole column
 # D108 unscaled-target
 TARGET_MEAN_HIGH = 10.0        # |mean| > 10: initial MSE ~ mean^2 > 100, gradients dominated by the offset
 TARGET_STD_HIGH = 10.0         # std > 10: an order of magnitude above a standardized target
@@ -64,13 +68,18 @@ LEAK_ROWS_FRACTION = 0.01      # >= 1% of the validation rows also appear in tra
 CONFLICT_MIN_GROUPS = 1        # any feature vector seen with two labels is a labelling question
 # D111 too-little-data
 MIN_CLASS_SAMPLES = 10         # findings.md "fewer than ~10 samples for some class"
-PARAMS_PER_SAMPLE_LIMIT = 10.0  # n_params > 10 x n_train: "samples far fewer than parameters"
+PARAMS_PER_SAMPLE_LIMIT = 100.0  # n_params > 100 x n_train: "samples far fewer than parameters", the same cut as
+                                # M208's "too big" (fault zoo: at 10x, healthy residual/deep MLPs on wine with
+                                # 34-40 parameters per row fired while training and validating fine)
 # D112 target-leakage
 LEAK_SCREEN_ETA2 = 0.5         # screen on the sample: a column must explain >= half the label variance (eta^2)
 LEAK_SCREEN_R = 0.9            # regression screen (on the sample): |r| >= 0.9 gets the exact |r| on every row
 LEAK_MAX_ERROR = 0.01          # a one-feature rule with >= 99% accuracy ...
 LEAK_BASELINE_FACTOR = 0.1     # ... and at most a tenth of the majority-class baseline's error
 LEAK_MIN_ABS_R = 0.99          # regression: |Pearson r| >= 0.99 with a single feature
+LEAK_MIN_ROWS = 100            # classification: ">= 99% accuracy" needs >= 1 / LEAK_MAX_ERROR rows to mean anything
+                               # below 100%; on fewer a feature separates by luck (fault zoo: iris cut to 8 flowers
+                               # per class, 19 training rows, read petal width as a leak)
 # D113 train-validation-shift
 SHIFT_SMD = 0.5                # |mean_train - mean_val| / pooled std > 0.5 (Cohen's "medium" effect)
 SHIFT_MIN_Z = 5.0              # ... and 5 standard errors from 0, so a random split of small data does not fire
@@ -1070,32 +1079,82 @@ def check_constant_features(ctx: DataContext) -> Finding | None:
                              "n_constant": len(idx), "thresholds": {"std": 0}})
 
 
+def _robust_z(x: np.ndarray, med: float | None = None, scale: float | None = None) -> np.ndarray:
+    """0.6745 |x - median| / MAD (the MAD-0 fallback of _median_and_scale); 0 where x is not finite."""
+    fin = np.isfinite(x)
+    if med is None:
+        v = x[fin]
+        if len(v) == 0:
+            return np.zeros(len(x))
+        med = float(np.median(v))
+        dev = np.abs(v - med)
+        scale = float(np.median(dev))
+        if scale == 0:
+            off = dev[dev > 0]
+            scale = float(np.median(off)) if len(off) else np.nan
+    if not (scale is not None and np.isfinite(scale) and scale > 0):
+        return np.zeros(len(x))
+    return np.where(fin, ROBUST_Z_CONST * np.abs(np.where(fin, x, med) - med) / scale, 0.0)
+
+
+def _within_class_outliers(ctx: DataContext, cols: np.ndarray) -> dict[int, tuple[int, float]] | None:
+    """Labelled tables: for the flagged columns, (count, max robust z) with each value judged against the
+    median/MAD of its own class (rows of classes under OUTLIER_CLASS_MIN_ROWS, or unlabelled, against the
+    column's). None when there are no class labels to split by."""
+    info = ctx.labels
+    if info is None or info.n_classes < 2 or ctx.layout not in ("table", "matrix"):
+        return None
+    st, codes = ctx.train_stats, info.codes
+    out = {}
+    for j in cols:
+        x = ctx.train_part.sample_column(int(j))
+        z = _robust_z(x, float(st.median[j]), float(st.robust_scale[j]))
+        for c in range(info.n_classes):
+            m = codes == c
+            if m.sum() >= OUTLIER_CLASS_MIN_ROWS:
+                z[m] = _robust_z(x[m])
+        out[int(j)] = (int((z > ROBUST_Z_LIMIT).sum()), float(z.max()) if len(z) else 0.0)
+    return out
+
+
 @check("D106")
 def check_extreme_outliers(ctx: DataContext) -> Finding | None:
-    """D106 extreme-outliers: values whose robust z-score 0.6745*|x - median|/MAD exceeds ROBUST_Z_LIMIT."""
+    """D106 extreme-outliers: values whose robust z-score 0.6745*|x - median|/MAD exceeds ROBUST_Z_LIMIT
+    (in a labelled table, within the value's own class as well)."""
     if ctx.n_train == 0 or ctx.train_part.k == 0:
         return None
     st = ctx.train_stats
-    hit = st.n_outliers > 0
+    n_out, max_z = st.n_outliers.copy(), st.max_robust_z.copy()
+    hit = n_out > 0
     if not hit.any():
         return None
-    score = np.nan_to_num(st.max_robust_z)
+    within = _within_class_outliers(ctx, np.flatnonzero(hit))
+    if within is not None:
+        for j, (count, z) in within.items():
+            n_out[j], max_z[j] = count, z
+        hit = n_out > 0
+        if not hit.any():
+            return None
+    score = np.nan_to_num(max_z)
     worst = _take_worst(st.names, score, hit)
     j = worst[0]
-    total = int(st.n_outliers.sum())
+    total = int(n_out.sum())
     word = _feature_word(ctx)
-    cols = {st.names[i]: {"n_outliers": st.n_outliers[i], "max_robust_z": st.max_robust_z[i],
+    cols = {st.names[i]: {"n_outliers": n_out[i], "max_robust_z": max_z[i],
                           "median": st.median[i], "mad": st.robust_scale[i], "max_abs": st.max_abs[i]}
             for i in worst}
     names = ", ".join(st.names[i] for i in worst[:3]) + (" ..." if len(worst) > 3 else "")
     return Finding("D106", f"{_n(total, 'extreme value')} in {_n(int(hit.sum()), word)} beyond robust z "
-                   f"{_g(ROBUST_Z_LIMIT)} ({st.names[j]}: {st.n_outliers[j]} values, max robust z "
-                   f"{_g(st.max_robust_z[j])}, median {_g(st.median[j])}, max |x| {_g(st.max_abs[j])})",
+                   f"{_g(ROBUST_Z_LIMIT)}{' within their class' if within is not None else ''} ({st.names[j]}: "
+                   f"{n_out[j]} values, max robust z {_g(max_z[j])}, median {_g(st.median[j])}, "
+                   f"max |x| {_g(st.max_abs[j])})",
                    f"inspect those rows of {names}; clip/winsorize them (e.g. to the 0.1/99.9 percentiles) "
                    "or drop them if they are errors",
                    evidence={"columns": cols, "n_columns": int(hit.sum()),
                              "median_from_rows": min(st.n_rows, MEDIAN_SAMPLE_ROWS),
-                             "thresholds": {"robust_z": ROBUST_Z_LIMIT}})
+                             "within_class": within is not None,
+                             "thresholds": {"robust_z": ROBUST_Z_LIMIT,
+                                            "class_min_rows": OUTLIER_CLASS_MIN_ROWS}})
 
 
 def _format_mapping(classes: list[Any]) -> str:
@@ -1168,7 +1227,10 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
                 if loss in BINARY_LOSSES and C > 2:
                     issues.append(f"{loss} wants 0/1 targets but the labels are {C} class indices")
                     fixes.append("use loss cross_entropy for several classes, or one-hot targets for multilabel")
-                if ctx.n_outputs is not None and loss in CLASS_INDEX_LOSSES and ints.max() >= ctx.n_outputs:
+                # labels already 0..C-1 but more of them than outputs: the output layer is wrong (M201), not
+                # the labels (fault zoo: 2 outputs for wine's 3 classes read as a label bug)
+                if ctx.n_outputs is not None and loss in CLASS_INDEX_LOSSES and ints.max() >= ctx.n_outputs \
+                        and not np.array_equal(ints, np.arange(C)):
                     issues.append(f"label {ints.max()} is out of range for {ctx.n_outputs} outputs")
                     if not fixes:
                         fixes.append(f"map the labels to 0..{ctx.n_outputs - 1}")
@@ -1252,7 +1314,11 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     n_shared = len(shared_pos)
     dup, in_conflict = cand[dup_c], cand[conflict_c]           # positions among the training rows
     fire_dup = n_dup >= max(1.0, DUPLICATE_FRACTION * n)
-    fire_shared = n_val > 0 and n_shared >= max(1.0, LEAK_ROWS_FRACTION * n_val)
+    # a copy is as rare whichever side of the split it lands on: shared rows must also reach the duplicate
+    # fraction of all the rows (fault zoo: iris's one known duplicate pair fired whenever the split put its
+    # two copies on different sides, 1 of 30 validation rows)
+    fire_shared = n_val > 0 and n_shared >= max(1.0, LEAK_ROWS_FRACTION * n_val) \
+        and n_dup + n_shared >= DUPLICATE_FRACTION * (n + n_val)
     fire_conflict = n_conflict_groups >= CONFLICT_MIN_GROUPS
     if not (fire_dup or fire_shared or fire_conflict):
         return None
@@ -1344,7 +1410,7 @@ def check_target_leakage(ctx: DataContext) -> Finding | None:
         codes = ctx.labels.codes
         for j in np.argsort(-scores)[: int((scores >= LEAK_SCREEN_ETA2).sum())][:MAX_LEAK_CANDIDATES]:
             err, base_err, used = _sorted_neighbour_error(ctx.train_part.sample_column(int(j)), codes)
-            if err <= LEAK_MAX_ERROR and err <= LEAK_BASELINE_FACTOR * base_err:
+            if err <= LEAK_MAX_ERROR and err <= LEAK_BASELINE_FACTOR * base_err and used >= LEAK_MIN_ROWS:
                 hits[name(int(j))] = {"accuracy": 1 - err, "baseline_accuracy": 1 - base_err,
                                       "eta2": scores[j], "rows": used}
         if not hits:
@@ -1370,6 +1436,7 @@ def check_target_leakage(ctx: DataContext) -> Finding | None:
                    f"remove {names_shown} from the features unless it is truly known at prediction time",
                    evidence={"columns": dict(list(hits.items())[:MAX_EVIDENCE_COLUMNS]),
                              "thresholds": {"max_error": LEAK_MAX_ERROR, "baseline_factor": LEAK_BASELINE_FACTOR,
+                                            "min_rows": LEAK_MIN_ROWS,
                                             "screen_eta2": LEAK_SCREEN_ETA2, "screen_r": LEAK_SCREEN_R,
                                             "min_abs_r": LEAK_MIN_ABS_R}})
 
