@@ -72,7 +72,7 @@ def context(spec, data: str = "wine", probes: tuple[str, ...] = (), *, working_l
     arrays, dev = dataset(data)
     ctx = ProbeContext(spec=spec, arrays=arrays, model_summary=model_summary(spec.model))
     try:
-        model = build_model(spec.model, arrays.sample_shape)
+        model = build_model(spec.model, arrays.sample_shape, spec.base_dir)
         ctx.n_params = count_parameters(model)
         with torch.no_grad():
             ctx.n_outputs = int(model.eval()(torch.zeros((2,) + arrays.sample_shape)).shape[-1])
@@ -491,3 +491,123 @@ def test_G407_label_smoothing_floor():
     assert G.loss_floor(ctx) == pytest.approx(0.2907, abs=1e-3)
     assert ctx.tiny.final_loss > G.TINY_FRACTION * ctx.tiny.initial_loss   # would fire without the floor
     assert run("G407", ctx) == []
+
+
+# ---- fault zoo regressions (benchmarks/zoo): wrong or extra diagnoses the zoo found ------------------
+
+def _user_spec(tmp_path: Path, module: str, source: str, cls: str, data: str = "wine", **spec) -> ProbeContext:
+    (tmp_path / f"{module}.py").write_text(source)
+    raw = {"model": {"class": f"{module}:{cls}"}, "loss": "cross_entropy" if data == "wine" else "mse",
+           "data": {"normalize": "standardize", "normalize_target": data == "diabetes"}, **spec}
+    return parse_spec(raw, base_dir=tmp_path)
+
+
+UNUSED_HEAD = """
+import torch
+from torch import nn
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(13, 32), nn.ReLU())
+        self.head = nn.Linear(32, 3)
+        self.aux_head = nn.Linear(32, 3)      # built, never called
+    def forward(self, x):
+        return self.head(self.body(x))
+"""
+
+
+def test_M205_ignores_a_layer_that_never_runs_and_needs_four_weight_layers(tmp_path):
+    """zoo g405_unused_layer: the unused head has no output statistics and read as an overflow (M205 'grows
+    to n/a'); zoo ok_friedman_gelu_adamw: a 3-layer GELU MLP with torch's default init shrinks 0.069x and
+    trains fine -- two layer-to-layer steps, one into the output layer, are no trend."""
+    spec = _user_spec(tmp_path, "zoo_two_heads", UNUSED_HEAD, "TwoHeads")
+    ctx = context(spec, probes=("init", "baseline"))
+    assert "aux_head:linear" in ctx.init.init_layers and "act_std" not in ctx.init.init_layers["aux_head:linear"]
+    assert [n for n, _ in M.activation_std_profile(ctx.init)] == ["body.0:linear", "head:linear"]
+    assert run("M205", ctx) == []
+    assert one("G405", ctx).evidence["params_without_grad"] == ["aux_head.weight", "aux_head.bias"]
+    stats = {f"{i}:linear": {"act_std": s} for i, s in zip((0, 2, 4), (0.64, 0.22, 0.045))}
+    rec = ProbeRecord(name="init", settings={}, overrides={}, init_layers=stats,
+                      layer_kinds={n: "linear" for n in stats})
+    gelu = ProbeContext(spec=make_spec(mlp(64, act="gelu", depth=2)), arrays=dataset()[0], init=rec)
+    assert M.std_ratio(rec) < M.STD_RATIO_LOW and run("M205", gelu) == []
+
+
+def test_M207_compares_mse_on_the_error_scale():
+    """zoo ok_diabetes_tanh_xavier (seed 2): a xavier tanh regression head starts at MSE 3.45 for a
+    standardized target (RMSE 1.86x): normal, not 'abnormal'. 12x (RMSE 3.5x) still is."""
+    spec = make_spec(mlp(32, n_out=1, act="tanh"), loss="mse", init="xavier", normalize_target=True)
+    ctx = ProbeContext(spec=spec, arrays=dataset("diabetes")[0], model_summary=model_summary(spec.model))
+    expected, _ = M.expected_initial_loss(ctx)
+    for loss, fires in ((3.45 * expected, False), (12.0 * expected, True), (expected / 12.0, True)):
+        ctx.init = ProbeRecord(name="init", settings={}, overrides={}, initial_loss=loss, losses=[loss])
+        found = run("M207", ctx)
+        assert bool(found) == fires, loss
+        if found:
+            assert "error scale" in found[0].message and found[0].evidence["compared_on"].startswith("the error")
+
+
+NEGATIVE_BIAS = """
+import torch
+from torch import nn
+class NegativeBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(13, 32), nn.ReLU(), nn.Linear(32, 3)
+        with torch.no_grad():
+            self.fc1.bias.fill_(-5.0)         # every ReLU starts (and stays) dead
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+"""
+
+
+def test_G401_not_when_a_fully_dead_relu_layer_cuts_the_gradient(tmp_path):
+    """zoo g403_dead_relu_bias: a dead layer passes no gradient back, so the first layer's is 0 -- G403 (an
+    error) names the cause; G401 'vanishing' (also an error) came first in the report and was wrong."""
+    ctx = context(_user_spec(tmp_path, "zoo_negative_bias", NEGATIVE_BIAS, "NegativeBias"), probes=("baseline",))
+    assert one("G403", ctx).severity.value == "error"
+    assert run("G401", ctx) == []
+
+
+LOG_FEATURES = """
+import torch
+from torch import nn
+class LogFeatures(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1))
+    def forward(self, x):
+        return self.net(torch.log(x + 1.0))   # standardized inputs below -1: NaN
+"""
+
+
+def test_G402_not_when_the_forward_pass_was_never_finite(tmp_path):
+    """zoo g400_log_of_negative: NaN from the first forward pass is G400's; G402 read the NaN gradient
+    norm as an 'overflow' (an error) though no gradient ever grew."""
+    ctx = context(_user_spec(tmp_path, "zoo_log_features", LOG_FEATURES, "LogFeatures", data="diabetes"),
+                  data="diabetes", probes=("baseline",))
+    assert one("G400", ctx).evidence["where"] in ("forward", "loss")
+    assert run("G402", ctx) == []
+    # a real explosion (finite, then huge) still fires
+    ctx = context(make_spec(mlp(32, depth=8), init={"normal": 3.0}), probes=("baseline",))
+    assert one("G402", ctx)
+
+
+def test_G407_is_a_warning_when_an_earlier_step_explains_it():
+    """zoo m206_deep_sigmoid, m208_too_narrow, h303_weight_decay, h307_sgd_no_momentum: an explained G407
+    (error) became the report's first fix over its cause (a step 2 or 3 warning). Explained, it is a
+    warning; unexplained (an implementation or label bug) it stays an error."""
+    ctx = context(make_spec(mlp(32, act="sigmoid", depth=10), init="xavier"), probes=("tiny",))
+    f = one("G407", ctx)
+    assert f.evidence["related"] == ["M206"] and f.severity.value == "warning"
+    ctx = context(make_spec(mlp(1)), probes=("tiny",), working_lr=1e-2)      # nothing explains it
+    assert one("G407", ctx).severity.value == "error"
+    # weight decay 1.0 (the tiny probe drops dropout, not weight decay): H303 explains it
+    spec = make_spec(mlp(32), lr=3e-3, weight_decay=1.0)
+    ctx = context(spec, probes=("baseline", "tiny"), working_lr=3e-3)
+    weaker = context(spec.with_overrides(**{"optimizer.weight_decay": 0.0}), probes=("baseline",)).baseline
+    weaker.overrides = {"optimizer.weight_decay": 0.0}
+    ctx.regularization = {"configured": ctx.baseline, "weaker": weaker}
+    f = one("G407", ctx)
+    assert f.evidence["related"] == ["H303"] and f.severity.value == "warning"
+    assert f.patch == {"optimizer.weight_decay": 0.0} and f.fix.startswith("H303: ")
