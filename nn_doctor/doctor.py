@@ -599,7 +599,10 @@ def _weaker_regularization(spec: Spec) -> dict[str, Any] | None:
 
 
 def _no_dropout(spec: Spec) -> Spec:
-    """The tiny-batch test measures whether the model can memorise; dropout would only add noise."""
+    """The tiny-batch test measures whether the model can memorise; dropout and weight decay would only
+    hold it back."""
+    if spec.optimizer.weight_decay:
+        spec = spec.with_overrides(**{"optimizer.weight_decay": 0.0})
     if not spec.model.layers or not any(l.type.startswith("dropout") for l in spec.model.layers):
         return spec
     return spec.with_overrides(**{"model.layers": [l.model_dump(exclude_none=True) for l in spec.model.layers

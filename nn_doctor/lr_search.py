@@ -25,6 +25,7 @@ from typing import Any
 
 from .probe import ProbeRecord
 
+RISE_MARGIN = 0.02      # ending > 2% above the start is "rose"; a flat loss within that is too-slow, not diverged
 MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 25% within the probe
                         # (a probe is ~150 steps; seeds/003: "loss不下降" means essentially no fall)
 UNSTABLE_RISE = 0.5     # climbing back by > 50% of the progress made = oscillating (seeds/003 "学习率设置过大，很容易震荡")
@@ -59,7 +60,7 @@ def classify(rec: ProbeRecord) -> str:
         return "error"
     if rec.stopped in ("non-finite", "diverged") or rec.final_loss is None or rec.initial_loss is None:
         return "diverged"
-    if rec.final_loss > rec.initial_loss:
+    if rec.final_loss > rec.initial_loss * (1 + RISE_MARGIN):
         return "diverged"
     sm = [v for v in rec.smoothed() if v is not None]
     progress = (rec.initial_loss - rec.final_loss) / max(abs(rec.initial_loss), 1e-12)

@@ -306,12 +306,13 @@ def _record(initial: float, final: float | None, stopped: str = "completed") -> 
                        stopped=stopped, steps_run=150, losses=[initial] * 150)
 
 
-def test_h300_without_a_recommendation_has_no_patch():
+def test_h300_is_silent_when_no_lr_works():
+    # every probed lr failed: the lr is not the cause (a NaN in the forward pass, a broken init, ...), and
+    # an H300 error would take first_fix from the real finding (zoo: g400_log_of_negative, g402 init)
     res = lr_search.LrResult(configured=1.0, configured_status="diverged", reason="no probed lr worked",
                              tried=[{"lr": 1.0, "status": "diverged", "initial_loss": 1.1, "final_loss": None,
                                      "stopped": "diverged", "steps": 10}])
-    f = findings(ProbeContext(spec=mlp(lr=1.0), lr=res))["H300"]
-    assert f.patch is None and "no probed lr worked" in f.fix
+    assert "H300" not in findings(ProbeContext(spec=mlp(lr=1.0), lr=res))
 
 
 def test_clearly_lower_needs_margin_and_floor():

@@ -120,8 +120,15 @@ def _best_working(ctx: ProbeContext) -> tuple[float, ProbeRecord] | None:
 def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     """H300 lr-too-high: the configured lr diverged or oscillated in its probe."""
     res = ctx.lr
-    if res is None or res.configured_status not in ("diverged", "unstable"):
+    if res is None or res.configured is None:
         return None
+    far_worse = _far_worse_than_recommended(ctx)
+    if res.configured_status not in ("diverged", "unstable") and far_worse is None:
+        return None
+    if res.recommended is None:
+        return None   # no probed lr trains at all: the lr is not the cause; steps 1, 2 and 4 say what is
+    if over_regularized(ctx) is not None:
+        return None   # the weight decay / dropout holds it back at every lr (H303)
     conf = _summary(ctx, res.configured)
     rec = _summary(ctx, res.recommended)
     best = _best_working(ctx)
@@ -131,7 +138,12 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
                 "edge_of_stability": res.edge, "tried": _tried(ctx),
                 "thresholds": {"diverge_factor": DIVERGE_FACTOR, "unstable_rise": lr_search.UNSTABLE_RISE,
                                "min_progress": lr_search.MIN_PROGRESS, "safety_factor": lr_search.SAFETY_FACTOR}}
-    what = "diverged" if res.configured_status == "diverged" else "oscillated"
+    if res.configured_status in ("diverged", "unstable"):
+        what = "diverged" if res.configured_status == "diverged" else "oscillated"
+    else:
+        what = (f"ends far above what lower lrs reach ({_g(far_worse['mine'])} vs {_g(far_worse['theirs'])} at "
+                f"lr {_lr(far_worse['best_lr'])})")
+        evidence["far_worse"] = {k: v for k, v in far_worse.items() if k != "best"}
     message = f"the configured lr {_lr(res.configured)} {what} in its probe (loss {_path(conf)})"
     if res.recommended is None:
         return Finding("H300", message + "; no probed lr worked either",
@@ -150,6 +162,23 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
                    evidence, patch={"optimizer.lr": res.recommended})
 
 
+def _far_worse_than_recommended(ctx: ProbeContext) -> dict[str, Any] | None:
+    """The configured lr is above the recommended one and its probe ends clearly worse than the best
+    working probe: too high although it did not blow up (e.g. adam at 0.3-0.5 killing ReLUs or settling in a
+    poor region: LSTM on digits 2.31 -> 1.37 vs 0.049 at lr 0.01)."""
+    res = ctx.lr
+    if res.recommended is None or res.configured <= res.recommended:
+        return None
+    conf_rec, best = ctx.lr_records.get(res.configured), _best_working(ctx)
+    if conf_rec is None or best is None or conf_rec.final_loss is None:
+        return None
+    best_lr, best_rec = best
+    if best_lr >= res.configured or not clearly_lower(best_rec.final_loss, conf_rec.final_loss, conf_rec.initial_loss):
+        return None
+    return {"best_lr": best_lr, "mine": conf_rec.final_loss, "theirs": best_rec.final_loss,
+            "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR}}
+
+
 def lr_too_low(ctx: ProbeContext) -> dict[str, Any] | None:
     """The H301 condition: the configured lr works (or is too slow) but makes < TOO_LOW_RATIO of the best
     working probe's progress, and the sweep recommends a higher lr. Returns the numbers, or None."""
@@ -158,6 +187,8 @@ def lr_too_low(ctx: ProbeContext) -> dict[str, Any] | None:
         return None
     if res.configured_status not in (lr_search.WORKING, "too-slow") or res.configured >= res.recommended:
         return None
+    if over_regularized(ctx) is not None:
+        return None   # dropout / weight decay is what slows it down (H303), not the lr
     conf_rec = ctx.lr_records.get(res.configured)
     best = _best_working(ctx)
     if conf_rec is None or best is None:
@@ -218,6 +249,13 @@ def check_batch_size(ctx: ProbeContext) -> Finding | None:
     conf = _configured_batch(ctx)
     if conf is None or not conf.ok:
         return None
+    res = ctx.lr
+    if res is not None and res.configured is not None and (
+            res.configured_status in ("diverged", "unstable") or _far_worse_than_recommended(ctx) is not None):
+        return None   # at a broken lr every batch size compares noise (H300 is the finding)
+    verdict = baseline_verdict(ctx)
+    if verdict is not None and verdict.still_falling:
+        return None   # a training that is simply too short favours the batch with more updates (H308)
     conf_bs = next(bs for bs, r in ctx.batch.items() if r is conf)
     runs = {bs: r for bs, r in ctx.batch.items() if r.ok and r.final_loss is not None}
     use_val = all(r.final_val_loss is not None for r in runs.values())
@@ -323,6 +361,9 @@ def check_over_regularized(ctx: ProbeContext) -> Finding | None:
     found = over_regularized(ctx)
     if found is None:
         return None
+    if ctx.lr is not None and ctx.lr.configured_status in ("diverged", "unstable") and \
+            ctx.regularization.get("configured") is not None and not ctx.regularization["configured"].ok:
+        return None   # both probes ran at an lr that breaks training: H300 first
     conf, weak = found
     changes = describe_overrides(weak.overrides) or "weaker regularisation"
     evidence = {"configured": _regularisation(ctx), "weaker_overrides": dict(weak.overrides),
@@ -385,8 +426,8 @@ def check_underfitting(ctx: ProbeContext) -> Finding | None:
     if b is None or not b.ok or not b.initial_loss or b.final_loss is None or b.initial_loss <= 0:
         return None
     verdict = baseline_verdict(ctx)
-    if verdict is None or verdict.pattern == "diverging":
-        return None
+    if verdict is None or verdict.pattern in ("diverging", "overfitting"):
+        return None   # overfitting (H304) is the opposite diagnosis, even when label noise keeps train high
     train_ratio = b.final_loss / b.initial_loss
     val_ratio = (b.final_val_loss / b.initial_val_loss
                  if b.final_val_loss is not None and b.initial_val_loss and b.initial_val_loss > 0 else None)
@@ -481,7 +522,12 @@ def check_optimizer_choice(ctx: ProbeContext) -> Finding | None:
                 "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR}}
     got = _g(conf.final_loss) if conf.ok else f"nothing: it {conf.stopped} at step {conf.steps_run}"
     patch = dict(adam.overrides) or {"optimizer.name": "adam", "optimizer.lr": ADAM_LR}
+    # info by default; a warning when the configured optimizer leaves the training underfit (it is then the
+    # cause H305 defers to, and must not be outranked by a symptom such as G407)
+    stuck = conf.ok and conf.initial_loss and conf.final_loss is not None and \
+        conf.final_loss > UNDERFIT_FRACTION * conf.initial_loss
+    severity = "warning" if stuck else None
     return Finding("H307",
                    f"adam (lr {ADAM_LR:g}) reaches a training loss of {_g(adam.final_loss)} in {adam.steps_run} "
                    f"steps; the configured {o.name} (lr {o.lr:g}) reaches {got}",
-                   f"set {describe_overrides(patch)}", evidence, patch=patch)
+                   f"set {describe_overrides(patch)}", evidence, patch=patch, severity=severity)
