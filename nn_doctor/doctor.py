@@ -347,22 +347,28 @@ def lr_search(s: Session, steps: int | None = None) -> Any:
     return result
 
 
-def probe_lr(opts: Options) -> Report:
-    s = Session("probe-lr", opts)
+def _probe_command(command: str, opts: Options, step: Step, probes: Callable[[Session], Any],
+                   codes: list[str]) -> Report:
+    """A one-step probe command: load, build the model, run its probes, run its checks."""
+    s = Session(command, opts)
     spec = s.load_spec(opts.config)
     s.load_data(spec)
     for st in Step:
-        s.report.step(st).ran = st == Step.HYPERPARAMETERS
+        s.report.step(st).ran = st == step
     try:
         s.prepare_probes()
         if not _model_builds(s):
             return s.finish()
-        lr_search(s)
-        run_checks(["H300", "H301"], s.ctx, s.report, s.select, s.ignore)
+        probes(s)
+        run_checks(codes, s.ctx, s.report, s.select, s.ignore)
         _require_some_check(s.report)
     except KeyboardInterrupt:
         s.report.interrupted = True
     return s.finish()
+
+
+def probe_lr(opts: Options) -> Report:
+    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301"])
 
 
 def _model_builds(s: Session) -> bool:
@@ -427,21 +433,7 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
 
 
 def probe_init(opts: Options) -> Report:
-    s = Session("probe-init", opts)
-    spec = s.load_spec(opts.config)
-    s.load_data(spec)
-    for st in Step:
-        s.report.step(st).ran = st == Step.MODEL
-    try:
-        s.prepare_probes()
-        if not _model_builds(s):
-            return s.finish()
-        init_variants(s)
-        run_checks(["M204", "M205"], s.ctx, s.report, s.select, s.ignore)
-        _require_some_check(s.report)
-    except KeyboardInterrupt:
-        s.report.interrupted = True
-    return s.finish()
+    return _probe_command("probe-init", opts, Step.MODEL, init_variants, ["M204", "M205"])
 
 
 # ---- full-report -----------------------------------------------------------------------------------
