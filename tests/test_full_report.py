@@ -197,3 +197,20 @@ def test_full_report_correct_training_step_is_clean(tmp_path):
         "    return loss\n")
     rep = run(write_spec(tmp_path, **{"training.step": "goodtrain:step"}))
     assert not [f for f in rep.findings if f.code == "G408"]
+
+
+def test_an_init_that_blows_up_to_nan_is_the_first_fix_not_its_symptom(tmp_path):
+    # the zoo's g402_init_explodes_to_nan: N(0, 0.5) weights in a 6x64 ReLU net on diabetes go NaN within
+    # two steps whatever the lr; M205 (the cause) is an error and comes before G400 (the symptom)
+    layers = []
+    for _ in range(6):
+        layers += [{"type": "linear", "out": 64}, {"type": "relu"}]
+    layers.append({"type": "linear", "out": 1})
+    rep = run(write_spec(tmp_path, **{"task": "regression", "data.path": str(SAMPLE / "diabetes.csv"),
+                                      "data.target": "progression", "data.normalize_target": True,
+                                      "loss": "mse", "model.layers": layers, "model.init": {"normal": 0.5},
+                                      "optimizer.name": "sgd", "optimizer.lr": 1e-4}))
+    m205 = next(f for f in rep.findings if f.code == "M205")
+    assert m205.severity.value == "error" and "first_nonfinite" in m205.evidence
+    assert "G400" in codes(rep, "error")
+    assert rep.first_fix == "M205"

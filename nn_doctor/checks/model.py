@@ -29,6 +29,7 @@ STD_RATIO_LOW = 0.1        # M205: last/first weight-layer output std < 1/10 at 
                            # (measured: 8-layer ReLU MLP with xavier 0.026 -- the spec's example; with he 0.40,
                            # torch default 0.15; 2-layer ReLU MLP default 0.33; digits conv net default 0.15)
 STD_RATIO_HIGH = 10.0      # M205: last/first > 10 = the signal blows up ({normal: 3.0} 8-layer ReLU: 1.7e8)
+INIT_NAN_STEPS = 10        # M205 is an error when a blown-up init makes training non-finite within 10 steps
 STD_MIN_WEIGHT_LAYERS = 4  # M205: need >= 4 weight layers (3 layer-to-layer steps) for a trend: with 3, one of
                            # the two steps is into the output layer, whose scale the task sets (fault zoo: a
                            # 3-layer GELU MLP with torch's default init on friedman1 reads 0.069 and trains to -92%)
@@ -478,10 +479,18 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
     fix = (f"set model.init: {good}" if not same else
            "add batchnorm1d/layernorm after the weight layers (the init already matches the activation)")
     trend = "shrinks" if shrinks else "grows"
+    # an error when the blow-up is itself what makes training non-finite within the first steps: it is then
+    # the root cause, and must come before its symptom G400 as first_fix (zoo: g402_init_explodes_to_nan)
+    nan = ctx.baseline.first_nonfinite if ctx.baseline is not None else None
+    severity = None
+    if not shrinks and nan is not None and nan.get("step", INIT_NAN_STEPS) < INIT_NAN_STEPS:
+        severity = "error"
+        ev["first_nonfinite"] = nan
     return Finding("M205", f"at init the output std of the {len(prof)} weight layers {trend} "
                            f"from {_g(prof[0][1])} to {_g(prof[-1][1])} ({ratio:.2g}x, outside "
-                           f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}",
-                   fix, ev, patch=None if same else {"model.init": good})
+                           f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}"
+                           + (f"; training goes non-finite at step {nan['step']}" if severity else ""),
+                   fix, ev, patch=None if same else {"model.init": good}, severity=severity)
 
 
 # ---- M206 ------------------------------------------------------------------------------------
