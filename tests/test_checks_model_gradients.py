@@ -32,12 +32,8 @@ CPU = torch.device("cpu")
 # ---- building contexts -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The probes here are tiny: one intra-op thread is fastest and does not stall on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):   # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 _DATA: dict[str, tuple] = {}

@@ -29,11 +29,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):   # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

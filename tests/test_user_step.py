@@ -152,11 +152,8 @@ class FrozenFirst(nn.Module):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):   # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
