@@ -284,10 +284,15 @@ def _require_some_check(report: Report) -> None:
 
 # ---- probe-lr ----------------------------------------------------------------------------------
 
-def lr_search(s: Session, steps: int | None = None) -> Any:
+def lr_search(s: Session, steps: int | None = None, alongside: list | None = None,
+              on_alongside: Callable[[Any, Any], None] | None = None) -> Any:
     """The seeds' procedure in rounds: the decades (and the configured lr), then a bisection round
     between the last failing and the first working decade, then the recommendation itself if it was
-    never probed. Fills s.ctx.lr / lr_records and report.probes["lr"]."""
+    never probed. Fills s.ctx.lr / lr_records and report.probes["lr"].
+
+    `alongside`: other independent probes to run in the decades' round (full-report's baseline, batch,
+    regularisation and optimizer probes), each handed to `on_alongside(task, record)`: one round fewer
+    on the critical path of a parallel executor; the same records on the local one."""
     from . import lr_search as L
     spec, o = s.spec, s.opts
     if not (0 < o.min_lr <= o.max_lr):
@@ -297,22 +302,31 @@ def lr_search(s: Session, steps: int | None = None) -> Any:
     dec = L.decades(o.max_lr, o.min_lr)
     records: dict[float, Any] = {}
 
-    def probe(lrs: list[float], what: str) -> None:
+    extra = list(alongside or [])
+
+    def keep(t, rec) -> None:
+        if any(t is e for e in extra):
+            on_alongside(t, rec)
+        elif rec.stopped != "skipped":
+            records[t.key] = rec
+
+    def probe(lrs: list[float], what: str, with_extra: bool = False) -> None:
         todo = [lr for lr in lrs if lr not in records]
         tasks = [s.task(lr, spec.with_overrides(**{"optimizer.lr": lr}), f"lr {lr:.3g}", {"optimizer.lr": lr},
                         steps=steps, eval_every=0, record_every=0, instrument=False) for lr in todo]
+        tasks = (extra if with_extra else []) + tasks
         for t, rec in zip(tasks, s.run_round(tasks, what)):
-            if rec.stopped != "skipped":
-                records[t.key] = rec
+            keep(t, rec)
 
     try:
-        probe(dec + ([configured] if configured not in dec else []), "lr probes: decades")
+        probe(dec + ([configured] if configured not in dec else []),
+              "probes: baseline, batch sizes, regularisation, lr decades" if extra else "lr probes: decades",
+              with_extra=True)
     except KeyboardInterrupt:
         # keep what finished: the probes that ran are reported, without a recommendation
-        tasks, recs = s.executor.partial
+        tasks, recs = getattr(s.executor, "partial", ([], []))
         for t, rec in zip(tasks, recs):
-            if rec.stopped != "skipped":
-                records[t.key] = rec
+            keep(t, rec)
         result = L.decide(records, dec, configured) if records else L.LrResult(configured=configured)
         result.recommended, result.reason = None, "interrupted (Ctrl-C) before the search finished"
         s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
@@ -525,8 +539,8 @@ def _run_probes(s: Session) -> None:
     eval_every = max(1, base_steps // VAL_POINTS)
     bs = min(spec.training.batch_size, n)
 
-    # Round 1: the baseline (configured spec: curves, gradients, init stats) and the probes that
-    # depend on nothing else: batch sizes, regularisation, optimizer comparison.
+    # The baseline (configured spec: curves, gradients, init stats) and the probes that depend on nothing
+    # else: batch sizes, regularisation, optimizer comparison. They run in the lr decades' round.
     r1 = [s.task("baseline", spec, "baseline (configured spec)", steps=base_steps, eval_every=eval_every,
                  record_every=max(1, base_steps // 10))]
     samples = min(BATCH_SAMPLES_EPOCHS * n, BATCH_SAMPLES_STEPS * bs)
@@ -546,9 +560,9 @@ def _run_probes(s: Session) -> None:
         adam = {"optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0}
         r1.append(s.task(("opt", "adam"), spec.with_overrides(**adam), "optimizer adam", adam,
                          steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
-    for t, rec in zip(r1, s.run_round(r1, "probes: baseline, batch sizes, regularisation, optimizer")):
+    def keep(t, rec) -> None:
         if rec.stopped == "skipped":
-            continue
+            return
         if t.key == "baseline":
             ctx.baseline = ctx.init = rec
             ctx.regularization["configured"] = rec
@@ -559,10 +573,11 @@ def _run_probes(s: Session) -> None:
             ctx.regularization["weaker"] = rec
         elif t.key[0] == "opt":
             ctx.optimizers["adam"] = rec
+
+    # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another).
+    lr = lr_search(s, alongside=r1, on_alongside=keep)
     if ctx.baseline is not None and "configured" not in ctx.optimizers:
         ctx.optimizers["configured"] = ctx.baseline
-    # Rounds 2-4: the lr search.
-    lr = lr_search(s)
     # Round 5: a working lr for the capacity and tiny-batch tests: the recommendation, else the configured lr.
     ctx.working_lr = lr.recommended or spec.optimizer.lr
     working = spec.with_overrides(**{"optimizer.lr": ctx.working_lr})
