@@ -382,10 +382,17 @@ def test_resolve_device():
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_resolve_cuda_unavailable():
+def test_resolve_cuda_unavailable(monkeypatch):
+    # runs on every machine: CUDA is hidden the way torch reports a CPU-only build
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UsageError) as ei:
         resolve_device("cuda")
     assert "cpu" in str(ei.value) and "'cuda'" in str(ei.value)
     with pytest.raises(UsageError):
         resolve_device("cuda:1")
+
+
+def test_resolve_cuda_index_that_does_not_exist():
+    with pytest.raises(UsageError) as ei:
+        resolve_device("cuda:99")
+    assert "cuda:99" in str(ei.value)
