@@ -2,7 +2,7 @@
 
 `explain`, `--select/--ignore`, the JSON `code`/`name` fields and the JUnit test
 names all read from here (the shape of ruff's codes.rs / pylint's MSGS). The
-texts follow ../shared/spec/findings.md. No torch import here: `explain` and
+texts follow the team contract findings.md (docs/findings.md is generated from here). No torch import here: `explain` and
 `--help` stay fast.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ _ENTRIES = [
                 "in [0, 255]; an error when some feature's max |x| exceeds 1e3",
                 "set data.normalize: standardize (or scale pixels to [0, 1])",
                 "Unscaled inputs make the loss surface badly conditioned: one lr is too large for the big "
-                "features and too small for the small ones (seeds/000, seeds/003 数据归一化)."),
+                "features and too small for the small ones."),
     FindingSpec("D105", "constant-features", W,
                 "zero-variance columns",
                 "drop the constant columns",
@@ -100,13 +100,13 @@ _ENTRIES = [
     FindingSpec("D106", "extreme-outliers", W,
                 "values whose robust z-score (median/MAD) is far beyond the rest",
                 "clip/winsorize the named columns, or inspect those rows",
-                "A few huge values dominate the loss and the gradient (seeds/000 数据损坏: 异常值)."),
+                "A few huge values dominate the loss and the gradient."),
     FindingSpec("D107", "bad-label-format", E,
                 "classification labels that are strings or floats, not 0..C-1 (offset or gaps), one-hot where "
                 "the loss wants class indices or the reverse, or binary labels outside {0, 1}",
                 "map the labels to integers 0..C-1 (or to the format the loss needs)",
                 "Cross-entropy indexes the output by the label: an offset label is out of range or means "
-                "another class (seeds/000 标签格式错误)."),
+                "another class."),
     FindingSpec("D108", "unscaled-target", W,
                 "a regression target with a large magnitude or spread",
                 "set data.normalize_target: true",
@@ -114,7 +114,7 @@ _ENTRIES = [
     FindingSpec("D109", "class-imbalance", W,
                 "the majority/minority class ratio is 10 or more (per-class counts in the evidence)",
                 "set loss.class_weights: balanced, or resample",
-                "The model can reach a low loss by predicting the majority class (seeds/000 数据分布不均衡)."),
+                "The model can reach a low loss by predicting the majority class."),
     FindingSpec("D110", "duplicates-or-conflicts", W,
                 "duplicate rows, or identical features with different labels",
                 "deduplicate; check the labelling of the conflicting rows",
@@ -122,7 +122,7 @@ _ENTRIES = [
     FindingSpec("D111", "too-little-data", W,
                 "fewer than ~10 samples for some class, or far fewer samples than model parameters",
                 "more data, a smaller model, or augmentation",
-                "With few samples per parameter the model memorises (seeds/003 样本少只可能带来过拟合)."),
+                "With few samples per parameter the model memorises the training set instead of learning."),
     FindingSpec("D112", "target-leakage", W,
                 "a single feature predicts the target almost perfectly",
                 "remove the leaking feature",
@@ -144,30 +144,30 @@ _ENTRIES = [
     FindingSpec("M201", "output-size-mismatch", E,
                 "output units != number of classes (classification) or target dimensions (regression)",
                 "set the last layer's size to the number of classes / targets",
-                "Extra outputs are classes that never occur; too few make some labels impossible "
-                "(seeds/000 输出层节点数=类别数)."),
+                "The output layer needs one unit per class: extra outputs are classes that never occur; too few "
+                "make some labels impossible."),
     FindingSpec("M202", "output-activation-mismatch", E,
                 "softmax/log_softmax/sigmoid before a loss that applies it itself, ReLU/sigmoid on an unbounded "
                 "regression output, or probabilities fed to a logits loss and the reverse",
                 "remove or change the last activation",
-                "A double softmax squashes the gradient; a ReLU output cannot produce negative targets "
-                "(seeds/003 最后一层的激活函数用的不对)."),
+                "A double softmax squashes the gradient; a ReLU output cannot produce negative targets."),
     FindingSpec("M203", "loss-task-mismatch", E,
                 "MSE/L1 on class labels, cross-entropy on a continuous target, BCE on multi-class",
                 "use the loss that fits the task",
-                "The loss defines what is learned (seeds/001 损失函数选择不当)."),
+                "The loss defines what is learned: a loss meant for another task trains towards the wrong goal."),
     FindingSpec("M204", "symmetric-init", E,
                 "weights initialised to zeros or a constant: the neurons of a layer stay identical",
                 "he init for ReLU-family nets, xavier for tanh/sigmoid",
-                "Identical neurons get identical gradients and never differentiate (seeds/000 权重初始化为全0)."),
+                "Identical neurons get identical gradients and never differentiate."),
     FindingSpec("M205", "init-scale-mismatch", W,
                 "activation std shrinks or grows layer by layer at init by a large factor (measured on a batch)",
                 "an init that matches the activation (he for ReLU, xavier for tanh/sigmoid)",
-                "Signals that vanish or blow up at init give vanishing or exploding gradients (seeds/004)."),
+                "Signals that vanish or blow up at init give vanishing or exploding gradients."),
     FindingSpec("M206", "saturating-deep-network", W,
                 "many sigmoid/tanh layers without normalisation or residual connections",
                 "ReLU-family activations, BatchNorm/LayerNorm, or residual connections",
-                "Each saturating layer multiplies the gradient by at most 0.25 (sigmoid) (seeds/004)."),
+                "Each saturating layer multiplies the gradient by at most 0.25 (sigmoid), so a deep stack of them "
+                "leaves the first layers with almost no gradient."),
     FindingSpec("M207", "abnormal-initial-loss", W,
                 "the loss at init is far from its expected value (ln C for C-class cross-entropy, the target "
                 "variance for MSE)",
@@ -177,73 +177,83 @@ _ENTRIES = [
                 "the model cannot fit a small training subset (too small), or has far more parameters than the "
                 "data can support",
                 "widen/deepen the model, or shrink it",
-                "A model that cannot fit 256 samples cannot fit the data set (seeds/003 网络设定不合理)."),
+                "A model that cannot fit 256 samples cannot fit the data set; one far larger than the data "
+                "memorises it."),
     # ---- Step 3: hyperparameters ---------------------------------------------------------
     FindingSpec("H300", "lr-too-high", E,
                 "the configured lr diverges, goes NaN or oscillates in a probe",
                 "set optimizer.lr to the lr the sweep found",
-                "Too high an lr makes the loss oscillate or blow up (seeds/003 学习率设大了会带来跑飞)."),
+                "Too high an lr makes the loss oscillate or blow up ('Why neural network training fails: a summary': "
+                "too high a learning rate makes training run away)."),
     FindingSpec("H301", "lr-too-low", W,
                 "the configured lr makes far less progress than the best lr of the sweep",
                 "set optimizer.lr to the lr the sweep found",
-                "Too low an lr makes convergence very slow (seeds/003 如果太小，会造成收敛速度非常慢)."),
+                "Too low an lr makes convergence very slow: the loss falls, but the budget runs out first."),
     FindingSpec("H302", "batch-size", W,
                 "the configured batch size is far from what the probes favour, or does not fit in memory",
                 "set training.batch_size to the probed size",
-                "Large batches make fewer updates per epoch; tiny ones are noisy (seeds/003 Batch Size 过大)."),
+                "Large batches make fewer updates per epoch; tiny ones are noisy."),
     FindingSpec("H303", "over-regularized", W,
                 "weight decay or dropout is strong enough that the model underfits; a weaker setting fits "
                 "clearly better in a probe",
                 "lower optimizer.weight_decay / the dropout p",
-                "Too strong regularisation underfits (seeds/000 正则化过强→模型欠拟合)."),
+                "Too strong regularisation (weight decay, dropout) keeps the model from fitting even the training data."),
     FindingSpec("H304", "overfitting", W,
                 "train loss falls while validation loss stays flat or rises",
                 "dropout, weight decay, early stopping, more data",
-                "seeds/003: train loss falls, test loss flat -> the network overfits."),
+                "When the training loss falls while the validation loss stays flat or rises, the network memorises "
+                "the training set instead of learning what generalises."),
     FindingSpec("H305", "underfitting", W,
                 "train and validation loss both stay high",
                 "more capacity, longer training, less regularisation",
-                "seeds/002 欠拟合: both training and validation performance are poor."),
+                "When both the training and the validation loss stay high, the model has not learned the basic "
+                "pattern of the data."),
     FindingSpec("H306", "loss-curve-pattern", I,
                 "which of the five train/validation patterns the probe shows (learning; overfitting; data "
                 "problem; plateau; diverging)",
                 "the pattern's advice",
-                "seeds/003 如何通过train loss与test loss分析网络当下的状况."),
+                "The two loss curves together tell the state of a network ('Why neural network training fails: a "
+                "summary', on reading train and test loss): both falling is learning; training falling with "
+                "validation flat or rising is overfitting; training flat with validation falling points at the "
+                "data; both flat is a plateau; both rising is divergence."),
     FindingSpec("H307", "optimizer-choice", I,
                 "another optimizer (e.g. Adam vs plain SGD) trains clearly faster in a probe",
                 "switch optimizer.name",
-                "seeds/000: SGD at a poor lr oscillates; Adam (lr 1e-3) is a robust default."),
+                "Plain SGD at a poorly chosen lr oscillates or crawls; Adam at lr 1e-3 is a robust default to compare "
+                "against."),
     FindingSpec("H308", "not-converged", I,
                 "the loss is still falling steeply at the end of the configured training",
                 "raise training.epochs",
-                "seeds/003: make sure the training runs long enough before changing anything else."),
+                "Make sure the training runs long enough before changing anything else: a loss still falling "
+                "steeply has not converged."),
     # ---- Step 4: code and gradients ------------------------------------------------------
     FindingSpec("G400", "non-finite-training", E,
                 "NaN/Inf appears in the loss, gradients or weights; the first step and layer are reported",
                 "lower the lr, clip gradients, check the data, use logits losses",
-                "Once a weight is NaN it stays NaN (seeds/003 exp(100)=Inf ... weight 会变成NAN)."),
+                "An overflow (exp(100) is already inf in float16) turns the loss into inf or NaN; once a weight is "
+                "NaN it stays NaN."),
     FindingSpec("G401", "vanishing-gradients", W,
                 "the gradient norm of the first layers is orders of magnitude below the last layers "
                 "(an error when the first layers get ~0)",
                 "ReLU-family activations, BatchNorm, residual connections, he init",
-                "The first layers stop learning (seeds/004 梯度消失)."),
+                "When the gradient shrinks on its way back, the first layers stop learning."),
     FindingSpec("G402", "exploding-gradients", W,
                 "the total or per-layer gradient norm is very large or grows across steps (an error on overflow)",
                 "gradient clipping (optimizer.grad_clip), a lower lr, normalisation",
-                "Huge gradients make updates overshoot (seeds/004 梯度爆炸)."),
+                "Huge gradients make updates overshoot, and the loss oscillates or overflows."),
     FindingSpec("G403", "dead-relu", W,
                 "a large fraction of ReLU units never activate on the probe batches",
                 "LeakyReLU/ELU, a lower lr, he init",
-                "A dead unit has zero gradient and never recovers (seeds/003 网络存在坏梯度)."),
+                "A ReLU unit that never activates has zero gradient and never recovers."),
     FindingSpec("G404", "saturated-activations", W,
                 "sigmoid/tanh outputs mostly in their flat regions",
                 "rescale the inputs, change the activation, add normalisation",
-                "In the flat regions the derivative is ~0 (seeds/004)."),
+                "In the flat regions of sigmoid/tanh the derivative is ~0, so little gradient gets through."),
     FindingSpec("G405", "params-not-updating", E,
                 "parameters get no gradient, are frozen, are missing from the optimizer, or do not change after "
                 "a step",
                 "fix requires_grad, the optimizer's parameter groups, or the no_grad misuse",
-                "Parameters that never change were never trained (seeds/000 验证是否禁用了梯度计算)."),
+                "Parameters that never change were never trained (check that gradient computation is not disabled)."),
     FindingSpec("G406", "update-ratio", W,
                 "the update-to-weight norm ratio is far from ~1e-3 (too big: unstable; too small: stuck)",
                 "adjust the lr",
@@ -251,33 +261,35 @@ _ENTRIES = [
     FindingSpec("G407", "cannot-overfit-small-batch", E,
                 "the model cannot drive the loss near zero on ~10 samples",
                 "an implementation or label bug; check the step 2 findings",
-                "seeds/000 Q2: 使用小规模数据测试训练流程(如仅10条样本)."),
+                "Any working model and training loop can memorise ~10 samples; if it cannot, the bug is in the "
+                "code, the labels or the model, not in the hyperparameters."),
     FindingSpec("G408", "training-step-bug", E,
                 "a user-supplied training step misbehaves: gradients not zeroed, ascent instead of descent, lr "
                 "not applied, model left in eval mode, loss detached or computed under no_grad",
                 "the specific bug, named in the message",
-                "seeds/000 实现代码问题, seeds/001 权重更新规则错误."),
+                "A bug in the training step (gradients accumulating, a wrong update rule, the model in eval mode) "
+                "makes a correct model fail to train."),
     # ---- Step 5: resources ---------------------------------------------------------------
     FindingSpec("R500", "device", I,
                 "which device ran the probes (a warning when a GPU is present but unused)",
                 "use the GPU (training.device: cuda)",
-                "seeds/000 监控资源."),
+                "Probes on the CPU when a GPU is available are slow, and so is the real training."),
     FindingSpec("R501", "out-of-memory", E,
                 "the configured batch size runs out of memory",
                 "the largest batch that fits; mixed precision; gradient accumulation",
-                "seeds/000 GPU内存不足: 降低批量大小, 混合精度训练."),
+                "A batch that does not fit in GPU memory stops training; lower the batch size or use mixed precision."),
     FindingSpec("R502", "memory-headroom", I,
                 "peak memory per step vs what the device has; whether mixed precision would help",
                 "mixed precision, a smaller batch",
-                "seeds/002 显存不足."),
+                "Too little GPU memory limits the model and batch size that can be trained."),
     FindingSpec("R503", "throughput", I,
                 "step time and samples/s; how long the configured training would take",
                 "-",
-                "seeds/002 训练速度过慢."),
+                "Slow steps make every experiment slow; the estimate says what the configured training costs."),
     FindingSpec("R504", "environment", I,
                 "torch/python versions, deterministic settings, CPU threads",
                 "-",
-                "seeds/000 框架版本兼容性."),
+                "Framework versions and settings explain differences between machines."),
 ]
 
 CATALOGUE: dict[str, FindingSpec] = {e.code: e for e in _ENTRIES}

@@ -12,11 +12,31 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 from . import __version__
 from .errors import UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _PlainFlags:
+    """Help without a type beside on/off flags: typer prints `--quiet  <bool>`, click's style is `--quiet`."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class _Command(_PlainFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_PlainFlags, typer.core.TyperGroup):
+    command_class = _Command
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Group,
                   help="A training doctor for PyTorch: checks the data, runs short probe trainings and prints "
                        "a five-step checklist verdict (data, model, hyperparameters, gradients, resources).")
 
@@ -109,9 +129,10 @@ def _run(build, fmt, output, junit, fail_on, verbose) -> None:
         raise typer.Exit(2)
 
 
-@app.command("check-data")
+@app.command(cls=_Command, name="check-data")
 def check_data(
     data: Optional[str] = typer.Argument(None, help="Data file: .csv .tsv .parquet .npz .npy (or use --config)."),
+    data_opt: Optional[str] = typer.Option(None, "--data", help="The data file, as the argument (overrides data.path with --config)."),
     target: Optional[str] = typer.Option(None, "--target", help="Target column (npz: the y array's key)."),
     task: Optional[str] = typer.Option(None, "--task", help="classification | binary | regression | multilabel (default: inferred)."),
     config: Optional[str] = CONFIG,
@@ -122,9 +143,12 @@ def check_data(
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
     """Step 1 only: load the data and run every D1xx check. No training."""
-    def build():
+    def build(data=data):
         from .doctor import check_data as run
         _check_task(task)
+        if data is not None and data_opt is not None and data != data_opt:
+            raise UsageError(f"two data files given ({data} and --data {data_opt}); pass one")
+        data = data if data is not None else data_opt
         if data is None and config is None:
             raise UsageError("pass a data file (nn-doctor check-data data.csv --target label) or --config SPEC")
         return run(_options(config=config, data=data, target=target, task=task, val=val, seed=seed,
@@ -137,11 +161,11 @@ def _check_task(task: Optional[str]) -> None:
         raise UsageError(f"--task: expected classification, binary, regression or multilabel, got {task!r}")
 
 
-@app.command("probe-lr")
+@app.command(cls=_Command, name="probe-lr")
 def probe_lr(
     config: str = typer.Option(..., "--config", "-c", help="The YAML spec."),
-    max_lr: float = typer.Option(0.1, "--max-lr", help="Start of the sweep (seeds/003: 0.1)."),
-    min_lr: float = typer.Option(1e-4, "--min-lr", help="End of the sweep (seeds/003: 0.0001)."),
+    max_lr: float = typer.Option(0.1, "--max-lr", help="Start of the sweep (the usual first try, 0.1)."),
+    min_lr: float = typer.Option(1e-4, "--min-lr", help="End of the sweep."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per probe (default 150)."),
     lr: Optional[float] = LR, batch_size: Optional[int] = BATCH, data: Optional[str] = DATA,
     target: Optional[str] = TARGET, device: Optional[str] = DEVICE, seed: Optional[int] = SEED,
@@ -161,7 +185,7 @@ def probe_lr(
     _run(build, fmt, output, junit_xml, fail_on, verbose)
 
 
-@app.command("probe-init")
+@app.command(cls=_Command, name="probe-init")
 def probe_init(
     config: str = typer.Option(..., "--config", "-c", help="The YAML spec."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per probe (default 150)."),
@@ -182,7 +206,7 @@ def probe_init(
     _run(build, fmt, output, junit_xml, fail_on, verbose)
 
 
-@app.command("full-report")
+@app.command(cls=_Command, name="full-report")
 def full_report(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="The YAML spec (default: the bundled example)."),
     write_fixed: Optional[str] = typer.Option(None, "--write-fixed", help="Write the spec with the verified fixes applied."),
@@ -206,7 +230,7 @@ def full_report(
     _run(build, fmt, output, junit_xml, fail_on, verbose)
 
 
-@app.command("check-curves")
+@app.command(cls=_Command, name="check-curves")
 def check_curves(
     log: str = typer.Argument(..., help="A training log CSV (Lightning's or Keras' CSVLogger, or any CSV with loss columns)."),
     train_col: Optional[str] = typer.Option(None, "--train-col", help="The training-loss column (default: detected)."),
@@ -216,7 +240,7 @@ def check_curves(
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
-    """Read the loss curves of a finished run and name their pattern (seeds/003's five train/val patterns)."""
+    """Read the loss curves of a finished run and name their pattern (one of five: learning, overfitting, data problem, plateau, diverging)."""
     def build():
         from .catalogue import parse_codes
         from .curve_report import check_curves as run
@@ -224,7 +248,7 @@ def check_curves(
     _run(build, fmt, output, junit_xml, fail_on, verbose)
 
 
-@app.command("explain")
+@app.command(cls=_Command, name="explain")
 def explain(
     code: Optional[str] = typer.Argument(None, help="A finding code (D104) or name (unscaled-features)."),
     all_: bool = typer.Option(False, "--all", help="Every code in the catalogue."),

@@ -78,16 +78,15 @@ PATTERNS = ("learning", "overfitting", "data-problem", "plateau", "diverging")
 
 # The seeds' reading of each pattern (seeds/003, the end), in English, one line each.
 SEEDS_ADVICE = {
-    "learning": "train and validation loss both falling: the network is still learning - let it train "
-                "(seeds/003 pattern 1)",
+    "learning": "train and validation loss both falling: the network is still learning - let it train",
     "overfitting": "train loss falls while validation loss stays flat or rises: the network overfits - add "
-                   "regularisation (dropout, weight decay), stop early, or get more data (seeds/003 pattern 2)",
+                   "regularisation (dropout, weight decay), stop early, or get more data",
     "data-problem": "train loss flat while validation loss falls: the data set almost certainly has a problem - "
-                    "check the labels, the split and the pipeline (seeds/003 pattern 3)",
+                    "check the labels, the split and the pipeline",
     "plateau": "train and validation loss both flat: learning has hit a bottleneck - lower the learning rate or "
-               "the batch size (seeds/003 pattern 4)",
+               "the batch size",
     "diverging": "the loss is rising (or non-finite): bad network structure, bad training hyperparameters, or "
-                 "data that needs cleaning (seeds/003 pattern 5)",
+                 "data that needs cleaning",
 }
 
 Series = Sequence[tuple[float, "float | None"]]

@@ -170,7 +170,7 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
         res.rule += f", capped at the edge of stability ({res.edge:g}) / {SAFETY_FACTOR:g}"
     res.recommended = rec_lr
     if ok is not None and ok != best:
-        res.rule += f" (the seeds' descent from {max(decade_lrs):g} first worked at {ok:g})"
+        res.rule += f" (the descent by tenths from {max(decade_lrs):g} first worked at {ok:g})"
     return res
 
 
