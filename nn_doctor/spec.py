@@ -209,6 +209,34 @@ _EXPECT = {
 }
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """'did you mean data.normalize? ' for loc ('data', 'normalise'): the closest key of the same mapping."""
+    import difflib
+    import typing
+    cls: Any = Spec
+    for part in loc[:-1]:
+        fields = getattr(cls, "model_fields", {})
+        if not isinstance(part, str) or part not in fields:
+            continue   # a list index or a validator's name in the location
+        ann, nxt = fields[part].annotation, None
+        stack = [ann]
+        while stack:   # Optional[list[LayerSpec]] -> LayerSpec
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                nxt = t
+                break
+            stack.extend(typing.get_args(t))
+        if nxt is None:
+            return ""
+        cls = nxt
+    keys = [f.alias or name for name, f in getattr(cls, "model_fields", {}).items() if name != "base_dir"]
+    hit = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    if not hit:
+        return ""
+    parent = _path_str(tuple(loc[:-1]))
+    return f"did you mean {hit[0] if parent == '(top level)' else parent + '.' + hit[0]}? "
+
+
 def format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     path = _path_str(tuple(e["loc"]))
@@ -224,7 +252,7 @@ def format_validation_error(err: ValidationError) -> str:
     else:
         expected = e["msg"].removeprefix("Value error, ")
     if typ == "extra_forbidden":
-        return f"{path}: unknown key (check the spelling; config.md lists the keys)"
+        return f"{path}: unknown key ({_did_you_mean(tuple(e['loc']))}docs/spec.md lists the keys)"
     if typ == "missing":
         return f"{path}: this key is required"
     return f"{path}: {expected}, got {got!r}" if got is not None and typ != "value_error" else f"{path}: {expected}"
