@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import curves
+from . import fmt
 from .catalogue import Step, enabled
 from .report import Finding, Report
 
@@ -28,8 +29,7 @@ CURVE_CODES = ["H304", "H305", "H306", "H308", "G400"]
 RAISED_PATTERNS = {"diverging", "data-problem"}   # H306 as a warning: no other finding names these
 
 
-def _g(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
+_g = fmt.num   # numbers in messages: nn_doctor/fmt.py
 
 
 def curve_findings(train: curves.Series, val: curves.Series | None, what: str = "logged run",

@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UsageError
+from . import fmt
 
 # ---- thresholds -------------------------------------------------------------------------------------
 TREND_BAND = 0.05          # a window mean moving < 5% of the earlier window's mean is flat (per-step losses on wine
@@ -203,9 +204,7 @@ def make_verdict(pattern: str, reason: str, evidence: dict[str, Any], still_fall
     return CurveVerdict(pattern, SEEDS_ADVICE[pattern], reason, evidence, still_falling, train_trend, val_trend)
 
 
-def pct(rel: float) -> str:
-    """A relative change for messages: '-82%', or 'x1.2e+10' once it is a factor rather than a percentage."""
-    return f"{rel:+.0%}" if abs(rel) < 10 else f"x{1 + rel:.3g}"
+pct = fmt.change   # a relative change for messages: '-82%', or '×1.2e+10' past +1,000 % (nn_doctor/fmt.py)
 
 
 # ---- the classification -----------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def classify_curves(train: Series, val: Series | None = None) -> CurveVerdict:
                                        f"({pct(v['recent_change'])})")
         if stalled:
             return done("plateau", f"both losses fell at first, then stayed flat over the second half at "
-                                   f"{t['end'] / t['start']:.0%} of the training loss's start")
+                                   f"{fmt.share(t['end'], t['start'])} of the training loss's start")
         return done("learning", f"the training loss falls ({pct(t['change'])}) and the validation loss is "
                                 f"{vt} ({pct(v['change'])})")
     if vt == FALLING and v["change"] <= -CLEAR_CHANGE:

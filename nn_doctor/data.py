@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from . import fmt
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq"}
 ARRAY_SUFFIXES = {".npz", ".npy"}
@@ -407,7 +408,4 @@ def prepare_arrays(ds: Dataset) -> ArrayData:
                      target_dim=target_dim, classes=classes, repairs=repairs, feature_names=ds.feature_names)
 
 
-def _short(values: list[Any], n: int = 6) -> str:
-    shown = ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
-                      for v in values[:n])
-    return "[" + shown + (", ..." if len(values) > n else "") + "]"
+_short = fmt.listing   # nn_doctor/fmt.py

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .probe import ProbeRecord
+from . import fmt
 
 RISE_MARGIN = 0.02      # ending > 2% above the start is "rose"; a flat loss within that is too-slow, not diverged
 MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 25% within the probe
@@ -118,8 +119,7 @@ def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
             "error": rec.error, "curve": sm[::step]}
 
 
-def _fmt(lr: float) -> str:
-    return f"{lr:.2g}"
+_fmt = fmt.lr_plain   # nn_doctor/fmt.py
 
 
 def first_working(statuses: dict[float, str], lrs: list[float]) -> float | None:

@@ -75,6 +75,7 @@ import torch
 from torch import nn
 
 from .probe import DIVERGE_FACTOR, ProbeRecord, Instruments, ema
+from . import fmt
 from .report import Finding, Report
 
 # ---- constants ---------------------------------------------------------------------------------
@@ -101,8 +102,7 @@ MONITOR_CODES = ["H304", "H305", "H306", "H308", "G400", "G401", "G402", "G403",
 _OPT_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop"}
 
 
-def _fmt_s(s: float) -> str:
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+_fmt_s = fmt.duration   # nn_doctor/fmt.py
 
 
 class Monitor:

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
 from .catalogue import CATALOGUE, Severity, Step
+from . import fmt
 from .errors import UsageError
 from .report import Finding, Report, StepResult, clean_json
 
@@ -51,28 +52,11 @@ def severity_glyph(severity: Severity | str) -> tuple[str, str]:
 
 # ---- small formatters ----------------------------------------------------------------------
 
-def _finite(value: Any) -> bool:
-    if value is None or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+_finite = fmt.finite
 
 
-def fmt_lr(lr: Any) -> str:
-    """0.1 -> '1e-01', 0.0032 -> '3.2e-03' (two significant digits, trailing zero dropped)."""
-    if not _finite(lr):
-        return "-"
-    mantissa, exponent = f"{float(lr):.1e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-
-
-def fmt_num(value: Any, digits: int = 4) -> str:
-    """A loss or a statistic: 4 significant digits; '-' for a missing or non-finite value."""
-    if not _finite(value):
-        return "-"
-    return f"{float(value):.{digits}g}"
+fmt_lr = fmt.lr      # 0.1 -> '1e-01' (nn_doctor/fmt.py)
+fmt_num = fmt.cell   # a table cell: 4 significant digits, '-' when missing
 
 
 def _compact(value: Any) -> str:
@@ -86,8 +70,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+_plural = fmt.plural
 
 
 def _inputs_summary(inputs: dict[str, Any]) -> str:

@@ -84,6 +84,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from . import fmt
 from .probe import DeviceData, build_for_probe, targets_for_loss
 from .spec import Spec
 
@@ -325,12 +326,8 @@ def _flat(d: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([d[n].float().reshape(-1) for n in names]) if names else torch.zeros(0)
 
 
-def _g(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3g}"
-
-
-def _short(names: list[str], n: int = 6) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+_g = fmt.num         # numbers in messages: nn_doctor/fmt.py
+_short = fmt.names
 
 
 def _dropout_bn(model: nn.Module) -> list[str]:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalogue import Severity, Step
+from .. import fmt
 from ..data import Dataset
 from ..report import Finding, Report
 from . import check, run_checks
@@ -103,24 +104,8 @@ BINARY_LOSSES = ("bce", "bce_with_logits")
 
 # ---- formatting --------------------------------------------------------------------------------
 
-def _g(x: Any) -> str:
-    """A number for a message: 3 significant digits, integers as integers."""
-    if x is None:
-        return "-"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    x = float(x)
-    if not np.isfinite(x):
-        return str(x)
-    if x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:.3g}"
-
-
-def _short(values: list[Any], n: int = 6) -> str:
-    shown = ", ".join(repr(v) if isinstance(v, str) else _g(v) if isinstance(v, (float, np.floating)) else str(v)
-                      for v in values[:n])
-    return "[" + shown + (", ..." if len(values) > n else "") + "]"
+_g = fmt.num          # numbers in messages: nn_doctor/fmt.py
+_short = fmt.listing
 
 
 def _n(count: int, word: str) -> str:
@@ -1044,9 +1029,9 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
         patch = {"data.normalize": "minmax"}
     else:
         head = f"{int(flagged.sum())} of {st.k} {word}s are off scale ({'; '.join(reasons)})" if flagged.any() \
-            else f"{word} scales span {_g(spread)}x"
+            else f"{word} scales span a factor of {_g(spread)}"
         if flagged.any() and spread_hit:
-            head += f", scales span {_g(spread)}x"
+            head += f", scales span a factor of {_g(spread)}"
         message = f"{head} ({example})"
         fix = "set data.normalize: standardize"
         patch = {"data.normalize": "standardize"}

@@ -15,6 +15,7 @@ import statistics
 from typing import Any
 
 from ..model import SATURATING
+from .. import fmt
 from ..probe import ProbeRecord
 from ..report import Finding
 from . import as_list, check
@@ -87,8 +88,7 @@ def _dead_fractions(rec: ProbeRecord) -> dict[str, float]:
     return {n: min(v) for n, v in window.items() if ":" not in n or n.split(":", 1)[1] in DEAD_TYPES}
 
 
-def _g(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
+_g = fmt.num   # numbers in messages: nn_doctor/fmt.py
 
 
 def _replace_activation(layers: list[dict], old: set[str], new_type: str) -> list[dict]:
@@ -444,8 +444,8 @@ def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
         # must be that finding, not this symptom (fault zoo: a deep sigmoid net, weight decay 1.0, plain
         # sgd on digits and a 2-unit bottleneck all made G407 the first fix over their real cause)
         severity = "warning"
-    return Finding("G407", f"cannot overfit {n} samples: loss {rec.initial_loss:.3g} -> {rec.final_loss:.3g} after "
-                           f"{rec.steps_run} steps at lr {lr:g} ({end / start:.0%} of the start; near zero is "
+    return Finding("G407", f"cannot overfit {n} samples: loss {fmt.loss_path(rec.initial_loss, rec.final_loss)} after "
+                           f"{rec.steps_run} steps at lr {lr:g} ({fmt.share(end, start)} of the start; near zero is "
                            f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev, severity=severity, patch=patch)
 
 

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from .. import curves, lr_search
+from .. import fmt
 from ..probe import DIVERGE_FACTOR, ProbeRecord
 from ..report import Finding
 from . import check
@@ -40,8 +41,7 @@ EPOCH_FACTOR = 2          # H308: suggest twice the epochs (a probe of the longe
 
 # ---- helpers ----------------------------------------------------------------------------------------
 
-def _g(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
+_g = fmt.num   # numbers in messages: nn_doctor/fmt.py
 
 
 def _lr(x: float | None) -> str:

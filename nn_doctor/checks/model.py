@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelBuildError
+from .. import fmt
 from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
 from ..report import Finding
 from . import check
@@ -222,8 +223,7 @@ def std_ratio(rec) -> float | None:
     return prof[-1][1] / prof[0][1]
 
 
-def _g(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
+_g = fmt.num   # numbers in messages: nn_doctor/fmt.py
 
 
 # ---- M200 ------------------------------------------------------------------------------------
@@ -632,7 +632,7 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
                   "thresholds": {"fit_fraction": SUBSET_FIT_FRACTION, "small_params_per_row": SMALL_PARAMS_PER_ROW}}
             found.append(Finding(
                 "M208", f"too small: {n_params:,} parameters cannot fit {rows} training rows (loss "
-                        f"{rec.initial_loss:.3g} -> {rec.final_loss:.3g}, {frac:.0%} of the start after "
+                        f"{_g(rec.initial_loss)} -> {_g(rec.final_loss)}, {fmt.share(rec.final_loss, rec.initial_loss)} of the start after "
                         f"{rec.steps_run} steps at lr {lr:g}; a fit ends below {SUBSET_FIT_FRACTION:.0%})",
                 (f"widen the hidden linear layers: out {widths(layers)} -> {widths(new)}" if new else
                  "widen the hidden layers or add a layer"), ev,

@@ -6,6 +6,7 @@ import platform
 import sys
 
 from ..report import Finding
+from .. import fmt
 from . import check
 from .context import ProbeContext
 
@@ -16,8 +17,7 @@ AMP_WORTH_IT = 0.25      # mixed precision advice when a step uses > 25% of the 
 AMP_MIN_PARAMS = 1_000_000  # ... or the model is big enough that bf16 matmuls pay off
 
 
-def _gib(n: float | None) -> str:
-    return "-" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+_gib = fmt.gib   # nn_doctor/fmt.py
 
 
 @check("R500")
