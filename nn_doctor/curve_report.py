@@ -32,6 +32,11 @@ RAISED_PATTERNS = {"diverging", "data-problem"}   # H306 as a warning: no other 
 _g = fmt.num   # numbers in messages: nn_doctor/fmt.py
 
 
+def _last_logged(series: curves.Series) -> float | None:
+    """The last finite value as logged (messages quote it; the smoothed window means stay in the evidence)."""
+    return next((float(y) for _, y in reversed(list(series)) if fmt.finite(y)), None)
+
+
 def curve_findings(train: curves.Series, val: curves.Series | None, what: str = "logged run",
                    axis: str = "step", extra: dict[str, Any] | None = None) -> tuple[curves.CurveVerdict, list[Finding]]:
     """The verdict on (train, val) and its findings. `what` names the run in messages ("logged run"),
@@ -69,10 +74,12 @@ def curve_findings(train: curves.Series, val: curves.Series | None, what: str = 
     if verdict.pattern == "overfitting":
         stop = (f" (the validation loss was lowest at {axis} {v['min_step']:g})"
                 if v.get("min_step") is not None and v.get("min_step") < v.get("last_step", 0) else "")
-        out.append(Finding("H304", f"{verdict.reason}; last train {_g(t.get('end'))} vs validation "
-                                   f"{_g(v.get('end'))}",
+        last_t, last_v = _last_logged(train), _last_logged(val or [])
+        out.append(Finding("H304", f"{verdict.reason}; last logged: training {_g(last_t)}, validation "
+                                   f"{_g(last_v)}",
                            f"add dropout or weight decay, stop earlier{stop}, or get more training data",
                            {**ev0, "final_train_loss": t.get("end"), "final_val_loss": v.get("end"),
+                            "last_logged_train_loss": last_t, "last_logged_val_loss": last_v,
                             "generalisation_gap": (v["end"] - t["end"]) if v.get("end") is not None
                             and t.get("end") is not None else None}))
 
@@ -82,10 +89,10 @@ def curve_findings(train: curves.Series, val: curves.Series | None, what: str = 
         high = train_ratio is not None and train_ratio > curves.HIGH_LOSS_FRACTION and \
             (val_ratio is None or val_ratio > curves.HIGH_LOSS_FRACTION)
         if high and verdict.pattern != "overfitting":
-            val_txt = f", validation {_g(v.get('start'))} -> {_g(v.get('end'))} ({val_ratio:.0%})" \
+            val_txt = f", validation {_g(v.get('start'))} -> {_g(v.get('end'))} ({fmt.share(v['end'], v['start'])})" \
                 if val_ratio is not None else ""
             out.append(Finding("H305", f"the losses stay high: training {_g(t['start'])} -> {_g(t['end'])} "
-                                       f"({train_ratio:.0%} of its start){val_txt}; pattern {verdict.pattern}",
+                                       f"({fmt.share(t['end'], t['start'])} of its start){val_txt}; pattern {verdict.pattern}",
                                "more capacity (wider or deeper model), longer training, less regularisation, "
                                "or a better learning rate (nn-doctor probe-lr)",
                                {**ev0, "train_ratio": train_ratio, "val_ratio": val_ratio,

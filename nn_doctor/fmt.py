@@ -106,14 +106,20 @@ def loss_path(before: Any, after: Any) -> str:
     return f"{_loss(before, None)} → {_loss(after, before)}"
 
 
-def _loss(x: Any, start: Any) -> str:
+def before_after(before: Any, after: Any, digits: int = 3) -> str:
+    """Two results of the same measurement: '1.09 → 0.0382'; a side more than 1,000x the other blew up:
+    'blew up to 1.03e+27 → 0.174'."""
+    return f"{_loss(before, after, digits)} → {_loss(after, before, digits)}"
+
+
+def _loss(x: Any, start: Any, digits: int = 3) -> str:
     if x is None:
         return "n/a"
     if not finite(x):
         return "diverged (non-finite)"
     if finite(start) and abs(float(start)) > 0 and abs(float(x)) > BLEW_UP * abs(float(start)):
-        return f"blew up to {num(x)}"
-    return num(x)
+        return f"blew up to {num(x, digits)}"
+    return num(x, digits)
 
 
 def gib(n_bytes: Any) -> str:

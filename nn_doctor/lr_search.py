@@ -130,6 +130,35 @@ def first_working(statuses: dict[float, str], lrs: list[float]) -> float | None:
     return None
 
 
+def _why_none_worked(records: dict[float, ProbeRecord], statuses: dict[float, str]) -> str:
+    """What each failing probe did, in the terms of its status (so the sentence agrees with the lr table:
+    a row that fell from 19.1 to 1.37 is 'no lower than a constant prediction', not 'did not fall')."""
+    groups: dict[str, list[float]] = {}
+    for lr, st in statuses.items():
+        rec = records[lr]
+        if st == "too-slow" and rec.reference_loss is not None and rec.final_loss is not None \
+                and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
+            st = "constant"
+        groups.setdefault(st, []).append(lr)
+    parts = []
+    for st, text in (("diverged", "diverged"), ("unstable", "oscillated"), ("error", "failed to run"),
+                     ("constant", "ended no lower than a constant prediction's loss"),
+                     ("too-slow", f"cut the loss by less than {MIN_PROGRESS:.0%}")):
+        lrs = groups.get(st)
+        if not lrs:
+            continue
+        part = f"{len(lrs)} {text}"
+        if st in ("constant", "too-slow"):
+            best = min(lrs, key=lambda lr: records[lr].final_loss if records[lr].final_loss is not None else math.inf)
+            r = records[best]
+            part += f" (best: lr {_fmt(best)}, {fmt.loss_path(r.initial_loss, r.final_loss)}"
+            if st == "constant":
+                part += f" vs {fmt.num(r.reference_loss)} for a constant prediction"
+            part += ")"
+        parts.append(part)
+    return "; ".join(parts) or "no probe finished"
+
+
 def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configured: float) -> LrResult:
     """Turn the probes into statuses, the edge of stability and a recommendation (rule stated)."""
     statuses = {lr: classify(r) for lr, r in records.items()}
@@ -140,10 +169,9 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     in_range = {lr: st for lr, st in statuses.items() if lo <= lr <= hi}   # the configured lr may lie outside
     working = [lr for lr, st in in_range.items() if st == WORKING]
     if not working:
-        kinds = sorted(set(statuses.values()))
-        res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
-                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)}); the problem is probably not the lr - "
-                      f"see the other steps")
+        res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] trained: "
+                      f"{_why_none_worked(records, statuses)}; the problem is probably not the lr - see the other "
+                      f"steps")
         return res
     failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None

@@ -84,10 +84,22 @@ def _verified_text(verified: dict[str, Any]) -> str:
     if verified.get("note") or verified.get("reason"):
         detail = str(verified.get("note") or verified.get("reason"))
     elif "loss_before" in verified or "loss_after" in verified:
-        detail = f"loss {fmt_num(verified.get('loss_before'))} → {fmt_num(verified.get('loss_after'))}"
+        # the basis is said: these are the end-of-probe losses of the configured spec and the fixed one,
+        # not the initial -> final losses the lr table shows
+        basis = f"{verified['loss']} loss" if verified.get("loss") else "loss"
+        steps = f" at step {verified['steps']}" if verified.get("steps") else ""
+        detail = f"{basis}{steps}: {fmt.before_after(verified.get('loss_before'), verified.get('loss_after'), 4)}"
+    elif "metric_before" in verified or "metric_after" in verified:
+        steps = f" at step {verified['steps']}" if verified.get("steps") else ""
+        detail = (f"{verified.get('metric', 'metric')}{steps}: "
+                  f"{fmt.num(verified.get('metric_before'), 4)} → {fmt.num(verified.get('metric_after'), 4)}")
+    elif verified.get("result"):
+        detail = str(verified["result"])
     else:
         rest = {k: v for k, v in verified.items() if k != "probe"}
         detail = _compact(rest) if rest else ""
+    if verified.get("result") and detail != verified["result"] and not (verified.get("note") or verified.get("reason")):
+        detail += f" ({verified['result']})"
     return f"{probe}: {detail}" if probe and detail else str(probe or detail)
 
 
@@ -494,6 +506,10 @@ def render_junit(report: Report, fail_on: str = "error") -> str:
             case = ET.SubElement(suite, "testcase", classname=classname, name=f"{code} {CATALOGUE[code].name}")
             tests += 1
             hits = [f for f in findings if f.code == code]
+            if code in res.not_run and not hits:
+                ET.SubElement(case, "skipped", message=_xml(f"could not run: {res.not_run[code]}"))
+                skipped += 1
+                continue
             failing = [f for f in hits if threshold is not None and f.severity.rank >= threshold]
             if failing:
                 worst = max(failing, key=lambda f: f.severity.rank)

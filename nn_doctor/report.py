@@ -56,6 +56,7 @@ class StepResult:
     status: str = "pass"              # pass | warn | fail | skipped | crashed
     codes: list[str] = field(default_factory=list)   # codes of the findings in this step
     checks_run: list[str] = field(default_factory=list)  # codes whose check ran (for JUnit)
+    not_run: dict[str, str] = field(default_factory=dict)  # code -> why its check could not run here
     summary: str = ""                 # short status shown after the title: "178 rows, 13 features"
     reason: str = ""                  # why skipped / what crashed
     ran: bool = True                  # False when the command does not cover this step at all
@@ -66,6 +67,8 @@ class StepResult:
             d["summary"] = self.summary
         if self.reason:
             d["reason"] = self.reason
+        if self.not_run:
+            d["not_run"] = dict(self.not_run)
         return d
 
 
@@ -96,6 +99,11 @@ class Report:
         res = self.step(CATALOGUE[code].step)
         if code not in res.checks_run:
             res.checks_run.append(code)
+
+    def mark_not_run(self, code: str, reason: str) -> None:
+        """The check for `code` was enabled but could not run here (no CUDA, no user step)."""
+        self.mark_checked(code)
+        self.step(CATALOGUE[code].step).not_run[code] = reason
 
     def skip_step(self, step: Step, reason: str) -> None:
         res = self.step(step)

@@ -17,6 +17,11 @@ from ..report import Finding, Report
 CheckResult = Finding | Iterable[Finding] | None
 
 
+class NotRun(Exception):
+    """Raised by a check that cannot run here (R501 without CUDA, G408 without a user step): the report
+    keeps the reason, and JUnit shows the check as skipped instead of passed."""
+
+
 @dataclass(frozen=True)
 class Check:
     code: str
@@ -74,6 +79,9 @@ def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str]
         report.mark_checked(code)
         try:
             results = as_list(chk.func(ctx))
+        except NotRun as why:
+            report.mark_not_run(code, str(why))
+            continue
         except Exception as err:  # a broken check must not take the doctor down
             res = report.step(chk.spec.step)
             res.status = "crashed"

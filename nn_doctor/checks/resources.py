@@ -7,7 +7,7 @@ import sys
 
 from ..report import Finding
 from .. import fmt
-from . import check
+from . import NotRun, check
 from .context import ProbeContext
 
 RESOURCE_CODES = ["R500", "R501", "R502", "R503", "R504"]
@@ -45,6 +45,8 @@ def check_device(ctx: ProbeContext) -> Finding | None:
 def check_out_of_memory(ctx: ProbeContext) -> Finding | None:
     """R501: the configured batch size runs out of device memory (tried for real on CUDA)."""
     mem = ctx.memory or {}
+    if "oom" not in mem:   # the memory probe tries the batch for real on CUDA only
+        raise NotRun(f"the out-of-memory test needs a CUDA device; the probes ran on {ctx.device}")
     if not mem.get("oom"):
         return None
     bs, best = mem.get("batch_size"), mem.get("max_batch")

@@ -9,7 +9,7 @@ by checks/gradients.py for the probe's own records, so this check returns those 
 from __future__ import annotations
 
 from ..report import Finding
-from . import check
+from . import NotRun, check
 from .context import ProbeContext
 
 
@@ -18,7 +18,7 @@ def check_training_step(ctx: ProbeContext) -> list[Finding] | None:
     """G408 training-step-bug: one finding per bug the step harness found (G405 for parameters)."""
     diag = ctx.user_step
     if diag is None:
-        return None
+        raise NotRun("the spec names no training.step: there is no training step of yours to test")
     found = []
     for bug in diag.bugs:
         ev = {"step_function": diag.ref, "bug": bug.kind, **bug.evidence}
