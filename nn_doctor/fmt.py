@@ -138,6 +138,19 @@ def duration(seconds: Any) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def step_time(seconds: Any) -> str:
+    """A step's duration: '0.73 ms', '211 ms', '1.5 s'."""
+    if not finite(seconds):
+        return "n/a"
+    s = float(seconds)
+    return f"{num(s * 1e3)} ms" if s < 1 else f"{num(s)} s"
+
+
+def count(n: Any) -> str:
+    """A large count with thousands separators: 43,769."""
+    return f"{float(n):,.0f}" if finite(n) else "n/a"
+
+
 def plural(n: int, word: str, words: str | None = None) -> str:
     """'1 feature', '3 features'."""
     return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"

@@ -705,10 +705,10 @@ class Monitor:
             ev = {"step_time_ms": rec.step_time_s * 1e3, "steps": self._n, "batch_size": bs,
                   "monitored_s": rec.wall_s, "record_interval": self._interval,
                   "note": "median over windows of the run without a validation pass; includes the monitor's cost"}
-            rate = f" ({bs / rec.step_time_s:,.0f} samples/s)" if bs else ""
+            rate = f" ({fmt.count(bs / rec.step_time_s)} samples/s)" if bs else ""
             if bs:
                 ev["samples_per_s"] = bs / rec.step_time_s
-            report.add(Finding("R503", f"{rec.step_time_s * 1e3:.2f} ms per training step{rate} on "
+            report.add(Finding("R503", f"{fmt.step_time(rec.step_time_s)} per training step{rate} on "
                                        f"{ctx.device}; the monitored run took {_fmt_s(rec.wall_s)} for {self._n} steps",
                                "-", ev))
 

@@ -35,6 +35,14 @@ def test_no_percentage_past_a_thousand():
         assert not (text.endswith("%") and abs(float(text.rstrip("%"))) > 1000), text
 
 
+def test_times_memory_and_counts():
+    assert fmt.step_time(0.00073) == "0.73 ms" and fmt.step_time(0.21142) == "211 ms" and fmt.step_time(1.5) == "1.5 s"
+    assert fmt.duration(37.04) == "37.0 s" and fmt.duration(600) == "10.0 min" and fmt.duration(9000) == "2.5 h"
+    assert fmt.count(43769.2) == "43,769" and fmt.gib(2**30) == "1.00 GiB" and fmt.gib(2**20) == "1.0 MiB"
+    assert fmt.lr(0.0032) == "3.2e-03" and fmt.lr(None) == "-" and fmt.lr_plain(0.0032) == "0.0032"
+    assert fmt.listing([1, 2.5, "a", 4, 5, 6, 7]) == "[1, 2.5, 'a', 4, 5, 6, ...]"
+
+
 def test_blown_up_losses_say_so():
     assert fmt.loss_path(19.08, 1.027e27) == "19.1 → blew up to 1.03e+27"
     assert fmt.loss_path(19.08, float("nan")) == "19.1 → diverged (non-finite)"

@@ -99,13 +99,12 @@ def check_throughput(ctx: ProbeContext) -> Finding | None:
     ev = {"step_time_ms": rec.step_time_s * 1e3, "samples_per_s": bs / rec.step_time_s, "batch_size": bs,
           "steps_per_epoch": math.ceil(n / bs), "epochs": spec.training.epochs, "estimated_training_s": total,
           "note": "probe step time includes the doctor's instrumentation on recorded steps"}
-    return Finding("R503", f"{rec.step_time_s * 1e3:.2f} ms per step ({bs / rec.step_time_s:,.0f} samples/s) on "
+    return Finding("R503", f"{fmt.step_time(rec.step_time_s)} per step ({fmt.count(bs / rec.step_time_s)} samples/s) on "
                    f"{ctx.device}: {spec.training.epochs} epochs x {math.ceil(n / bs)} steps ≈ {_dur(total)}",
                    "-", ev)
 
 
-def _dur(s: float) -> str:
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+_dur = fmt.duration   # nn_doctor/fmt.py
 
 
 @check("R504")
