@@ -170,8 +170,11 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     working = [lr for lr, st in in_range.items() if st == WORKING]
     if not working:
         res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] trained: "
-                      f"{_why_none_worked(records, statuses)}; the problem is probably not the lr - see the other "
-                      f"steps")
+                      f"{_why_none_worked(records, statuses)}")
+        if res.configured_status == "diverged":
+            res.reason += "; the configured lr diverges: lower it, and look at the other steps for the rest"
+        else:
+            res.reason += "; the problem is probably not the lr - see the other steps"
         return res
     failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None

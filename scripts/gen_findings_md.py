@@ -85,6 +85,10 @@ def render() -> str:
             if e.why:
                 lines.append(f"- why it matters: {_cell(e.why)}")
             lines.append(f"- fix: {_cell(e.fix)}")
+            causes = tuple(getattr(e, "explained_by", ()) or ())
+            if causes:
+                lines.append("- explained by: " + ", ".join(f"[{c}](#{c.lower()})" for c in causes)
+                             + " (when one of these is found too, it is the cause to fix first)")
             lines += [f"- {name}: {_cell(value)}" for name, value in _extra(e)]
             lines += [f"- silence: `--ignore {e.code}`", ""]
     lines += ["## Background reading", "",
