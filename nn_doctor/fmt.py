@@ -1,7 +1,8 @@
 """Numbers for people: the one set of formatters every message, table and chart uses.
 
 Rules (issue 13, "numbers read well"):
-- three significant digits in sentences, four in tables; integers stay integers; a missing value is "n/a"
+- three significant digits in sentences, four in tables; integers stay integers, thousands get separators
+  ("1,390"); a missing value is "n/a"
   in a sentence and "-" in a table cell;
 - a percentage never goes past 1,000 %: beyond that a change or a ratio is a factor ("×1.5e+32"), and a
   loss that blew up says so ("blew up to 1.03e+27");
@@ -46,6 +47,8 @@ def num(x: Any, digits: int = 3, missing: str = "n/a") -> str:
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     if v == int(v) and abs(v) < EXACT_INT_LIMIT:
         return str(int(v))
+    if 1e3 <= abs(v) < EXACT_INT_LIMIT:   # '1,390', not '1.39e+03'
+        return f"{float(f'{v:.{digits}g}'):,.0f}"
     return f"{v:.{digits}g}"
 
 

@@ -18,7 +18,7 @@ from nn_doctor.report import Report
 # ---- fmt -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("x, text", [(None, "n/a"), (3, "3"), (120.0, "120"), (0.123456, "0.123"),
-                                     (1.027e27, "1.03e+27"), (float("nan"), "nan"), (float("-inf"), "-inf")])
+                                     (1.027e27, "1.03e+27"), (1389.7, "1,390"), (1234567.0, "1.23e+06"), (float("nan"), "nan"), (float("-inf"), "-inf")])
 def test_num(x, text):
     assert fmt.num(x) == text
 
