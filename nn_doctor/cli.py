@@ -252,7 +252,7 @@ def check_curves(
 def explain(
     code: Optional[str] = typer.Argument(None, help="A finding code (D104) or name (unscaled-features)."),
     all_: bool = typer.Option(False, "--all", help="Every code in the catalogue."),
-    fmt: Fmt = typer.Option(Fmt.text, "--format", "-f"),
+    fmt: Fmt = typer.Option(Fmt.text, "--format", "-f", help="text, or json for machines."),
 ) -> None:
     """Print the catalogue entry for a finding code."""
     import json

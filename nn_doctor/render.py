@@ -199,7 +199,9 @@ def _step_lines(res: StepResult, findings: list[Finding], verbose: bool) -> list
         label = res.status if res.status in ("skipped", "crashed") else "note"
         out.append([(f"    {label}: ", style if label != "note" else "dim"), (res.reason, "")])
     if verbose and res.checks_run:
-        out.append([(f"    checks: {' '.join(res.checks_run)}", "dim")])
+        out.append([(f"    checks: {' '.join(c for c in res.checks_run if c not in res.not_run)}", "dim")])
+    if verbose:
+        out += [[(f"    could not run: {code}: {why}", "dim")] for code, why in res.not_run.items()]
     for f in findings:
         out.extend(_finding_lines(f, verbose))
     return out

@@ -109,6 +109,9 @@ def test_junit_marks_checks_that_could_not_run_as_skipped():
         assert skipped is not None and skipped.get("message").startswith("could not run: ")
     assert suite.get("skipped") == "2" and suite.get("failures") == "0"
     assert report.to_dict()["steps"][-1]["not_run"]["R501"].startswith("the out-of-memory test")
+    from nn_doctor.render import render_text
+    assert "could not run: R501: the out-of-memory test needs a CUDA device" in render_text(report, verbose=True)
+    assert "could not run" not in render_text(report)
 
 
 def test_junit_r501_runs_when_the_memory_probe_ran():
