@@ -13,7 +13,7 @@ cluster). Any other fence language fails the test, so a new block cannot slip th
 
 The commands of the `<!-- run: -->` blocks run as written, except that the probe commands get a small
 `--budget` (SLOW_BUDGET_S) so the file stays near a minute on two cores; for those the exit code and the
-header line must match the README, and for the others also the finding codes listed.
+header line must match the README, for the others also the finding codes listed, and for explain every line.
 
 `nn-doctor` resolves to this checkout: a shim on PATH runs `python -m nn_doctor` with the repository on
 PYTHONPATH.
@@ -135,3 +135,6 @@ def test_shown_command_still_gives_the_shown_output(cmd, out, env):
     if not slow:
         assert CODE_LINE.findall(res.stdout) == CODE_LINE.findall(out), \
             f"{cmd}: the findings changed; run python scripts/update_readme.py"
+    if cmd.startswith("nn-doctor explain"):   # the catalogue text is deterministic: all of it must match
+        shown = out.rsplit("# exit code", 1)[0]
+        assert res.stdout.rstrip("\n") == shown.rstrip("\n"), "run python scripts/update_readme.py"
