@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 SLOW_BUDGET_S = 20         # a cap for the probe commands shown in the README: on an idle 2-core machine they finish
-                           # sooner (3-10 s); on a loaded one (load 11: 20-45 s) the cap keeps the file near 2 minutes
+                           # sooner (6-10 s of CPU each, measured); on a loaded one (load 11: 12-45 s wall) it bounds them
 BLOCK_TIMEOUT_S = 240      # a block that hangs fails instead of stalling the suite
 PROBE_COMMANDS = ("nn-doctor full-report", "nn-doctor probe-lr", "nn-doctor probe-init")
 
