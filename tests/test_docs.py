@@ -62,7 +62,7 @@ def test_findings_md_check_mode_fails_on_a_stale_page(tmp_path, monkeypatch):
 def _keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in cls.model_fields.items():
-        if name == "base_dir" or (cls.__name__ == "InitSpec"):
+        if field.exclude or cls.__name__ == "InitSpec":   # excluded fields are bookkeeping, not YAML keys
             continue
         key = field.alias or name
         out.append(prefix + key)

@@ -81,7 +81,7 @@ no --val given: 20% of the training data is held out
 [✗] 1 Data (178 rows, 13 features)
     ✗ D104 unscaled-features: 3 of 13 features have std > 100 (proline: std 315)
       fix: set data.normalize: standardize
-      verified: normalize=standardize: loss: 1.099 → 0.0812
+      verified: normalize=standardize: loss 1.099 → 0.0812
     ! D109 class-imbalance: majority/minority class ratio 12 (class 1: 71, class 3: 6)
       fix: set loss.class_weights: balanced
       verified: class_weights=balanced: minority recall 0 → 0.83
@@ -89,7 +89,7 @@ no --val given: 20% of the training data is held out
 [!] 3 Hyperparameters (lr 1e-04, batch 32)
     ! H301 lr-too-low: lr 1e-04 ends at loss 1.05; 3.2e-03 reaches 0.08 in the same 40 steps
       fix: set optimizer.lr: 0.0032
-      verified: lr=3.2e-03: loss: 1.05 → 0.08
+      verified: lr=3.2e-03: loss 1.05 → 0.08
       symptom of: D104 (fix that first)
     • H306 loss-curve-pattern: plateau: train and validation loss barely move
 [☠] 4 Code and gradients
@@ -310,7 +310,7 @@ def test_markdown_summary():
     assert "☠" not in md
     assert "### ✗ D104 unscaled-features (error)" in md
     assert "**Fix:** set data.normalize: standardize" in md
-    assert "**Verified:** normalize=standardize: loss: 1.099 → 0.0812" in md
+    assert "**Verified:** normalize=standardize: loss 1.099 → 0.0812" in md
     assert '```json\n{"columns": {"proline": {"mean": 746.9, "std": 314.9}}, "threshold_std": 100}\n```' in md
     assert "| 3.2e-03 | converging | 1.1 | 0.08 | recommended |" in md
     assert md.rstrip("\n").splitlines()[-1] == \
