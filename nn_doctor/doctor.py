@@ -159,7 +159,8 @@ def diagnose(s: Session, step_fn: Any = None) -> None:
         s.report.skip_step(Step.RESOURCES, "the model does not build (M200)")
         return
     run_probes(s)
-    if step_fn is not None:
+    from .checks import probes_needed
+    if step_fn is not None and "user_step" in probes_needed(s.select, s.ignore):
         from .user_step import diagnose_step
         s.progress.plan(1, "checking your training step")
         s.ctx.user_step = diagnose_step(step_fn, s.spec, s.data, s.seed, ref=s.spec.training.step)
