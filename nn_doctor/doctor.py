@@ -20,7 +20,9 @@ from .report import Finding, Report
 from .session import Options, Session, display_path, steps_per_epoch
 from .spec import Spec
 
-DEFAULT_BUDGET_S = 120.0      # full-report's default wall-clock budget; small tabular data needs a few seconds
+DEFAULT_BUDGET_S = 60.0       # full-report's default wall-clock budget: small tables need a few seconds, and no run on
+                              # <= 2,000 rows may take longer than a minute (probes and treatment rounds that would
+                              # not finish in time are skipped and named)
 
 __all__ = ["DEFAULT_BUDGET_S", "INIT_VARIANTS", "LR_PROBE_STEPS", "Options", "Session", "check_data",
            "display_path", "full_report", "probe_init", "probe_lr", "steps_per_epoch"]
