@@ -19,6 +19,7 @@ from .checks import codes_for_step, run_checks
 from .data import ArrayData, Dataset, load_dataset, load_from_spec, prepare_arrays
 from .errors import DataError, ModelBuildError, UsageError
 from .report import Finding, Report
+from .series import record_series, smoothed_curve
 from .spec import Spec, load_spec
 
 # ---- probe lengths and plans (each a named constant; the budget can only shorten them) --------
@@ -428,7 +429,8 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
         layers = [{"layer": layer, "act_std": st.get("act_std"), "grad_norm": st.get("grad_norm")}
                   for layer, st in rec.init_layers.items() if rec.layer_kinds.get(layer) in ("linear", "conv", "recurrent")]
         variants.append({"init": name, "configured": name == configured, "status": L.classify(rec),
-                         "initial_loss": rec.initial_loss, "final_loss": rec.final_loss, "layers": layers})
+                         "initial_loss": rec.initial_loss, "final_loss": rec.final_loss, "layers": layers,
+                         "curve": smoothed_curve(rec)})
     ok = [v for v in variants if v["final_loss"] is not None and v["status"] != "diverged"]
     best = min(ok, key=lambda v: v["final_loss"]) if ok else None
     conf = next((v for v in variants if v["configured"]), None)
@@ -495,6 +497,7 @@ def full_report(opts: Options, example: bool = False) -> Report:
             return s.finish()
         step_fn = _load_user_step(s)      # before the probes: an import error is exit 2 at once
         _run_probes(s)
+        record_series(s.report, s.ctx)
         if step_fn is not None:
             from .user_step import diagnose_step
             s.progress.plan(1, "checking your training step")
