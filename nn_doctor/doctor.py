@@ -152,6 +152,7 @@ class Session:
                 raise UsageError("no data: pass a data file (or --config SPEC)")
             ds = load_dataset(o.data, o.target, val_path=o.val, task=o.task, seed=o.seed or 0)
         self.dataset = ds
+        self.report.notes.extend(ds.notes)
         self.report.inputs["data"] = display_path(ds.source)
         if ds.val_source and ds.val_source != "split":
             self.report.inputs["validation"] = display_path(ds.val_source) if os.path.exists(ds.val_source) \
@@ -469,8 +470,8 @@ def full_report(opts: Options, example: bool = False) -> Report:
     except DataError as err:
         s.report.mark_checked("D100")
         s.report.add(Finding("D100", str(err), "fix the data path or the file named in the message",
-                             {"path": str(spec.data.path)}))
-        s.report.inputs.setdefault("data", str(spec.data.path))
+                             {"path": str(spec.data.path or spec.data.dataset)}))
+        s.report.inputs.setdefault("data", str(spec.data.path or spec.data.dataset))
         _static_model_checks_without_data(s)
         for st in (Step.HYPERPARAMETERS, Step.GRADIENTS, Step.RESOURCES):
             s.report.skip_step(st, "the data could not be read (D100)")
