@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 from .report import Report, clean_json
-from .render import (CHART_CLIP, _finite, _init_rows, _lr_marks, _lr_tried, _rows, _summary, _verified_text,
+from .render import (CHART_CLIP, METRIC_NAMES, _finite, _init_rows, _lr_marks, _lr_tried, _rows, _summary, _verified_text,
                      fmt_lr, fmt_num, severity_glyph, status_glyph)
 
 FIG_WIDTH_IN = 7.5        # plot width in inches (at 96 px/in about 720 px: the page's content width)
@@ -31,6 +31,7 @@ FIG_HEIGHT_IN = 3.4
 LOG_SCALE_SPAN = 10.0     # a loss axis is logarithmic when its positive values span more than 10x
 MIN_STEPS_FOR_TIME_AXIS = 3  # per-layer plots over fewer recorded steps put the layers on the x axis instead
 MINOR_LABEL_DECADES = 2      # log axes spanning fewer decades also label 2x and 5x ticks
+MAX_TREATMENT_AXES = 3       # the treatment plot has one axis per measured quantity, at most this many
 MAX_LEGEND_ROWS = 12      # legends with more entries go to two columns outside the axes
 EVIDENCE_JSON_CHARS = 20_000  # one finding's evidence block is cut here (the JSON report has all of it)
 
@@ -374,28 +375,46 @@ def _init_plots(plots: _Plots, probe: dict[str, Any]) -> list[str]:
     return out
 
 
+def _step_values(t: dict[str, Any]) -> tuple[str, Any, Any]:
+    """(what was measured, before, after) of one treatment step: its metric when it has one, else its loss."""
+    if _finite(t.get("before")) or _finite(t.get("after")):
+        name = str(t.get("metric") or "metric")
+        return METRIC_NAMES.get(name, name), t.get("before"), t.get("after")
+    return "loss", t.get("loss_before"), t.get("loss_after")
+
+
 def _treatment_plot(plots: _Plots, path: list[dict[str, Any]]) -> list[str]:
-    metrics = list(dict.fromkeys(str(t.get("metric")) for t in path if _finite(t.get("before")) or
-                                 _finite(t.get("after"))))
+    steps = [(i, *_step_values(t)) for i, t in enumerate(path)]
+    steps = [st for st in steps if _finite(st[2]) or _finite(st[3])]
+    states = {i: (t.get("before_state"), t.get("after_state")) for i, t in enumerate(path)}
+    metrics = list(dict.fromkeys(st[1] for st in steps))
     if not metrics:
         return []
-    fig = plots.figure(height=FIG_HEIGHT_IN if len(metrics) == 1 else 2.6 * min(len(metrics), 3))
-    axes = fig.subplots(min(len(metrics), 3), 1, squeeze=False)[:, 0]
-    for ax, metric in zip(axes, metrics[:3]):
-        entries = [(i, t) for i, t in enumerate(path) if str(t.get("metric")) == metric]
-        for i, t in entries:
-            b, a = _num(t.get("before")), _num(t.get("after"))
-            ax.annotate("", xy=(i + 0.8, a), xytext=(i + 0.2, b),
-                        arrowprops={"arrowstyle": "->", "color": "#1c7ed6", "lw": 1.6})
-            ax.plot([i + 0.2], [b], "o", color="#868e96")
-            ax.plot([i + 0.8], [a], "o", color="#1c7ed6")
-        ax.set_xticks([i + 0.5 for i, _ in entries])
-        ax.set_xticklabels([str(t.get("code")) for _, t in entries])
+    shown = metrics[:MAX_TREATMENT_AXES]
+    fig = plots.figure(height=FIG_HEIGHT_IN if len(shown) == 1 else 2.6 * len(shown))
+    axes = fig.subplots(len(shown), 1, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, shown):
+        mine = [st for st in steps if st[1] == metric]
+        for i, _, b, a in mine:
+            b, a = _num(b), _num(a)
+            if not (math.isnan(a) or math.isnan(b)):
+                ax.annotate("", xy=(i + 0.8, a), xytext=(i + 0.2, b),
+                            arrowprops={"arrowstyle": "->", "color": "#1c7ed6", "lw": 1.6})
+            for x, v, state, color in ((i + 0.2, b, states[i][0], "#868e96"), (i + 0.8, a, states[i][1], "#1c7ed6")):
+                if not math.isnan(v):
+                    ax.plot([x], [v], "o", color=color)
+                elif state:   # no value: the probe broke (diverged, ...); say so where the point would be
+                    y = a if math.isnan(v) and not math.isnan(a) else b
+                    ax.plot([x], [y], "x", ms=9, mew=2, color=_LR_STATUS_COLORS["diverged"])
+                    ax.annotate(str(state), (x, y), textcoords="offset points", xytext=(0, 8), ha="center",
+                                fontsize=8, color=_LR_STATUS_COLORS["diverged"])
+        ax.set_xticks([st[0] + 0.5 for st in mine])
+        ax.set_xticklabels([f"{st[0] + 1}. {path[st[0]].get('code', '?')}" for st in mine])
         ax.set_xlim(-0.1, len(path) + 0.1)
         ax.set_ylabel(metric)
     axes[0].set_title("Treatment path: each fix, before → after")
-    return [plots.svg(fig, "plot-treatment", "Each fix of the treatment path in order, its metric before (grey) and "
-                                             "after (blue) the fix.")]
+    return [plots.svg(fig, "plot-treatment", "Each fix of the treatment path in the order applied: what its probe "
+                                             "measured before (grey) and after (blue) the fix.")]
 
 
 def _curves_plot(plots: _Plots, c: dict[str, Any]) -> list[str]:
@@ -482,19 +501,43 @@ def _lr_table(probe: dict[str, Any]) -> str:
     return line + table
 
 
-def _treatment_table(path: list[dict[str, Any]], anchors: dict[str, str]) -> str:
+def _treatment_section(t: Any, plots: _Plots, anchors: dict[str, str]) -> list[str]:
+    """The treatment loop's record: {"path": [steps], "stopped", "final", "written_without_probe"}; a bare list
+    of steps is read as the path."""
+    t = {"path": t} if isinstance(t, list) else t
+    path = [p for p in t.get("path") or [] if isinstance(p, dict)]
+    out = ['<h2 id="treatment">Treatment path</h2>',
+           "<p>Each confirmed fix applied in turn to the spec, and the repaired spec diagnosed again.</p>"]
     rows = []
-    for i, t in enumerate(path, 1):
-        code = str(t.get("code", "?"))
-        patch = t.get("patch")
-        patch_txt = ", ".join(f"{k}={json.dumps(clean_json(v))}" if not isinstance(v, str) else f"{k}={v}"
-                              for k, v in patch.items()) if isinstance(patch, dict) else str(patch or "-")
-        b, a = t.get("before"), t.get("after")
-        change = f"{(float(a) - float(b)) / abs(float(b)):+.0%}" if _finite(a) and _finite(b) and float(b) != 0 \
-            and abs((float(a) - float(b)) / float(b)) < 10 else "-"
+    for i, p in enumerate(path, 1):
+        code = str(p.get("code", "?"))
+        patch = p.get("patch")
+        change = ", ".join(f"{k}={v}" if isinstance(v, str) else f"{k}={json.dumps(clean_json(v))}"
+                           for k, v in patch.items()) if isinstance(patch, dict) else str(patch or "-")
+        what, b, a = _step_values(p)
+        b = b if _finite(b) else p.get("before_state")     # no number: what the probe did ("diverged at step 10")
+        a = a if _finite(a) else p.get("after_state")
         link = f'<a href="#{anchors[code]}">{_e(code)}</a>' if code in anchors else _e(code)
-        rows.append([str(i), link, _e(patch_txt), _e(t.get("metric", "-")), _e(fmt_num(b)), _e(fmt_num(a)), _e(change)])
-    return _table(["#", "fix for", "change", "metric", "before", "after", "change"], rows, {4, 5, 6})
+        rows.append([str(i), link, _e(change), _e(what), _e(fmt_num(b) if _finite(b) else b or "-"),
+                     _e(fmt_num(a) if _finite(a) else a or "-")])
+    if rows:
+        out.append(_table(["#", "fix for", "change", "measured", "before", "after"], rows, {4, 5}))
+        out.extend(_treatment_plot(plots, path))
+    elif t.get("stopped"):
+        out.append(f"<p>No fix applied: {_e(t['stopped'])}.</p>")
+    if t.get("written_without_probe"):
+        keys = ", ".join(str(k) for k in t["written_without_probe"])
+        out.append(f"<p>Also written, no probe can test it: <code>{_e(keys)}</code></p>")
+    final = t.get("final")
+    if isinstance(final, dict) and (rows or final.get("verdict")):
+        score = ""
+        if _finite(final.get("value")):
+            score = f", {METRIC_NAMES.get(final.get('metric'), final.get('metric'))} {fmt_num(final['value'])}"
+        left = ", ".join(str(f.get("code")) for f in final.get("findings") or [] if isinstance(f, dict))
+        out.append(f"<p><strong>Result:</strong> {_e(final.get('verdict', '?'))}{_e(score)}"
+                   + (f"; still open: {_e(left)}" if left else "")
+                   + (f" <span class=\"meta\">({_e(t.get('stopped'))})</span>" if t.get("stopped") else "") + "</p>")
+    return out
 
 
 # ---- the page -----------------------------------------------------------------------------------------
@@ -538,12 +581,8 @@ def render_html(report: Report) -> str:
             body.append(_finding_html(f, ids[id(f)]))
 
     treatment = report.probes.get("treatment")
-    if isinstance(treatment, list) and treatment:
-        path = [t for t in treatment if isinstance(t, dict)]
-        body.append('<h2 id="treatment">Treatment path</h2>')
-        body.append("<p>The fixes applied one after another, each measured before and after.</p>")
-        body.append(_treatment_table(path, anchors))
-        body.extend(_treatment_plot(plots, path))
+    if isinstance(treatment, (dict, list)) and treatment:
+        body.extend(_treatment_section(treatment, plots, anchors))
 
     lr = report.probes.get("lr")
     if isinstance(lr, dict):

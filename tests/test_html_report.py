@@ -85,11 +85,15 @@ def synthetic_report() -> Report:
                       "layers": [{"layer": "0:linear", "act_std": s0, "grad_norm": 1.0},
                                  {"layer": "2:linear", "act_std": s0 * 0.5, "grad_norm": 0.5}]}
                      for name, fin, s0 in (("default", 0.9, 0.6), ("he", 0.5, 1.0), ("xavier", 0.7, 0.8))]}
-    rep.probes["treatment"] = [
-        {"code": "D104", "patch": {"data.normalize": "standardize"}, "metric": "validation loss", "before": 1.09,
-         "after": 0.2},
-        {"code": "H300", "patch": {"optimizer.lr": 0.001}, "metric": "validation loss", "before": 0.2,
-         "after": 0.04}]
+    rep.probes["treatment"] = {
+        "path": [{"code": "D104", "name": "unscaled-features", "fix": "set data.normalize: standardize",
+                  "patch": {"data.normalize": "standardize"}, "metric": "balanced_accuracy", "before": 0.33,
+                  "after": 0.91, "loss_before": 1.09, "loss_after": 0.2},
+                 {"code": "H300", "name": "lr-too-high", "fix": "lower optimizer.lr", "patch": {"optimizer.lr": 0.001},
+                  "metric": None, "before": None, "after": None, "loss_before": 0.2, "loss_after": 0.04}],
+        "written_without_probe": {}, "stopped": "the spec is healthy",
+        "final": {"verdict": "healthy", "first_fix": None, "metric": "balanced_accuracy", "value": 0.97,
+                  "findings": []}}
     return rep.finalize()
 
 
@@ -111,7 +115,9 @@ def test_page_holds_every_section_and_plot_and_loads_nothing():
     # the treatment path: each fix with before -> after
     section = page[page.index('id="treatment"'):page.index('id="lr-probe"')]
     assert "data.normalize=standardize" in section and "optimizer.lr=0.001" in section
-    assert "1.09" in section and "0.04" in section
+    assert "balanced accuracy" in section and "0.33" in section and "0.91" in section   # D104: its metric
+    assert "<td>loss</td><td class=\"num\">0.2</td><td class=\"num\">0.04</td>" in section   # H300: its loss
+    assert "Result:</strong> healthy, balanced accuracy 0.97" in section
     # the recommendation is stated and marked
     assert "Recommended lr: 1e-03" in page and "recommended 1e-03" in page
     # the same report gives the same page (fixed SVG ids: several SVGs share one page without clashes)
