@@ -312,8 +312,10 @@ def _gradient_plots(plots: _Plots, base: dict[str, Any]) -> list[str]:
         if band and all(_finite(band.get(k)) for k in ("low", "target", "high")):
             ax.axhspan(band["low"], band["high"], color="#2b8a3e", alpha=0.08, label="healthy band (G406)")
             ax.axhline(band["target"], color="#2b8a3e", lw=1, ls="--", label=f"~{band['target']:g} (rule of thumb)")
-        _log(ax, "y")
-        ax.set_ylabel(ylabel)
+            _log(ax, "y")
+        else:
+            _loss_axis(ax, [_num(v) for st in layers.values() for v in st.get(key) or []])
+        ax.set_ylabel(ylabel if ax.get_yscale() == "log" else ylabel.replace(" (log scale)", ""))
         ax.set_title(f"Baseline probe: {title.lower()}")
         _legend(ax, len(ax.get_legend_handles_labels()[0]))
         out.append(plots.svg(fig, pid, f"{title} at the recorded steps of the baseline probe{more}."))

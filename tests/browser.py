@@ -37,7 +37,8 @@ PROBE = """<script>
     var out = document.createElement("pre");
     out.id = "nn-doctor-browser-probe";
     out.textContent = JSON.stringify({errors: seen.errors, console: seen.console, resources: res, plots: plots,
-                                      title: document.title, width: document.documentElement.scrollWidth});
+                                      title: document.title, width: document.documentElement.scrollWidth,
+                                      height: document.documentElement.scrollHeight});
     document.body.appendChild(out);
   });
 })();
@@ -58,12 +59,13 @@ def _run(browser: str, args: list[str], work: Path) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def load(browser: str, page: Path, work: Path) -> dict:
-    """Open `page` (through an instrumented copy) and return what it saw, plus Chromium's console lines."""
+def load(browser: str, page: Path, work: Path, width: int = 1100) -> dict:
+    """Open `page` (through an instrumented copy) in a window `width` px wide and return what it saw (its
+    height included, for a screenshot of the whole page at that width), plus Chromium's console lines."""
     html = page.read_text(encoding="utf-8")
     probed = work / ("probed-" + page.name)
     probed.write_text(html.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
-    proc = _run(browser, ["--dump-dom", probed.resolve().as_uri()], work)
+    proc = _run(browser, [f"--window-size={width},1000", "--dump-dom", probed.resolve().as_uri()], work)
     m = re.search(r'<pre id="nn-doctor-browser-probe">(.*?)</pre>', proc.stdout, re.S)
     if not m:
         raise AssertionError(f"the browser returned no probe result (exit {proc.returncode}): {proc.stderr[-2000:]}")

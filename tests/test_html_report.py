@@ -26,6 +26,7 @@ SCREENSHOT = ROOT / "benchmarks" / "out" / "html_report.png"
 FULL_REPORT_PLOTS = {"plot-lr-curves", "plot-lr-final", "plot-baseline", "plot-grad-norm", "plot-update-ratio"}
 MIN_PLOT_WIDTH_PX = 300      # a plot laid out in the page is at least this wide (the content column is ~700 px)
 MIN_PLOT_HEIGHT_PX = 150
+MAX_SCREENSHOT_PX = 16_000  # the screenshot shows the whole page up to this height
 
 
 def cli(*args: str) -> list[str]:
@@ -233,7 +234,8 @@ def test_full_report_html_loads_in_chromium_with_every_plot(chromium, tmp_path):
         assert p["width"] >= MIN_PLOT_WIDTH_PX and p["height"] >= MIN_PLOT_HEIGHT_PX, p
         assert p["paths"] > 5 and p["texts"] > 5, p           # axes, lines and labels were drawn
     assert seen["title"].startswith("nn-doctor full-report")
-    browser.screenshot(chromium, out, SCREENSHOT, tmp_path)
+    # the page as laid out 780 px wide is taller than at 1100 px: its height there is enough for the whole page
+    browser.screenshot(chromium, out, SCREENSHOT, tmp_path, size=(1100, min(int(seen["height"]), MAX_SCREENSHOT_PX)))
     from PIL import Image
     with Image.open(SCREENSHOT) as im:
         colors = im.convert("RGB").getcolors(maxcolors=1 << 20)
