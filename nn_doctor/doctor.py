@@ -91,10 +91,6 @@ def _probe_command(command: str, opts: Options, step: Step, probes: Callable[[Se
 
 
 def probe_lr(opts: Options) -> Report:
-    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301"] + PROBE_HEALTH_CODES)
-
-
-def probe_lr(opts: Options) -> Report:
     from .lr_search import run_search
     return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, run_search, ["H300", "H301"] + PROBE_HEALTH_CODES)
 
@@ -165,7 +161,8 @@ def diagnose(s: Session, step_fn: Any = None) -> None:
         return
     run_probes(s)
     record_series(s.report, s.ctx)
-    if step_fn is not None:
+    from .checks import probes_needed
+    if step_fn is not None and "user_step" in probes_needed(s.select, s.ignore):
         from .user_step import diagnose_step
         s.progress.plan(1, "checking your training step")
         s.ctx.user_step = diagnose_step(step_fn, s.spec, s.data, s.seed, ref=s.spec.training.step)
