@@ -9,7 +9,9 @@ check-curves the logged curves.
 Plots are drawn by matplotlib and inlined as SVG (CSS inline too; no script at all). Chosen over plotly
 with its JavaScript inlined by size and import time, measured here (2-core machine, 7 lines of 40
 points): matplotlib imports in 0.7-0.9 s and writes ~25 KiB of SVG per plot; plotly imports in 0.05 s
-but inlining plotly.js makes every file 4.7 MB. matplotlib is the optional extra `html`; only this
+but inlining plotly.js makes every file 4.7 MB. Here the bundled example's page is ~150 KB with six plots,
+drawn in ~1.2 CPU s (fixed margins and plain tick labels: constrained layout and mathtext took 5.8 s for
+eight plots). matplotlib is the optional extra `html`; only this
 module imports it, and the CLI imports this module only when --html is given (--help stays fast).
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ MAX_LEGEND_ROWS = 12      # legends with more entries go to two columns outside 
 EVIDENCE_JSON_CHARS = 20_000  # one finding's evidence block is cut here (the JSON report has all of it)
 
 _STATUS_WORDS = {"pass": "passed", "warn": "warnings", "fail": "failed", "skipped": "skipped", "crashed": "crashed"}
-_VERDICT_CLASS = {"healthy": "ok", "warnings": "warn", "unhealthy": "bad"}
+_VERDICT_CLASS = {"healthy": "ok", "warnings": "warn", "incomplete": "warn", "unhealthy": "bad"}
 _LR_STATUS_COLORS = {"converging": "#2b8a3e", "too-slow": "#868e96", "unstable": "#e67700", "diverged": "#c92a2a",
                      "error": "#862e9c"}
 
