@@ -119,7 +119,7 @@ def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
             "reference_loss": rec.reference_loss,
             "best_loss": min(finite, default=None),
             "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
-            "error": rec.error, "curve": sm[::step]}
+            "error": rec.error, "curve": sm[::step], "curve_every": step}
 
 
 _fmt = fmt.lr_plain   # nn_doctor/fmt.py
