@@ -11,16 +11,44 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ..catalogue import CATALOGUE, FindingSpec, enabled
+from ..catalogue import CATALOGUE, STEP_LETTERS, FindingSpec, Step, enabled
 from ..report import Finding, Report
 
 CheckResult = Finding | Iterable[Finding] | None
+
+# What a check reads, named so a producer can say what it provides (and a planner what to run):
+NEEDS = {
+    "data": "the table statistics (checks/data.py's DataContext)",
+    "spec": "the spec (model, loss, optimizer, training settings)",
+    "model": "the model built from the spec, or why it does not build",
+    "arrays": "the numeric training/validation data the probes use",
+    "init": "a short probe of the configured spec with per-layer statistics at init",
+    "curves": "the run's training/validation loss curves (the baseline probe, a monitored run or a log)",
+    "layers": "the run's per-layer statistics (the baseline probe or a monitored run)",
+    "lr": "the learning-rate probes",
+    "batch": "the batch-size probes (or the memory probe's out-of-memory result)",
+    "regularization": "the weaker-regularisation probe",
+    "optimizers": "the adam probe",
+    "subset_fit": "a fit of a small training subset",
+    "tiny": "the ~10-sample overfit probe",
+    "user_step": "the harness's record of the user's training step",
+    "memory": "the memory probe (or what the Monitor measured)",
+    "timing": "the run's step time",
+    "env": "the device and the software environment",
+}
+# What each producer hands the checks (ProbeContext.source); full-report provides everything
+PROVIDES = {
+    "probe": frozenset(NEEDS),
+    "monitor": frozenset({"curves", "layers", "memory", "timing", "env"}),
+    "log": frozenset({"curves"}),
+}
 
 
 @dataclass(frozen=True)
 class Check:
     code: str
     func: Callable[[Any], CheckResult]
+    needs: frozenset[str] = frozenset()
 
     @property
     def spec(self) -> FindingSpec:
@@ -30,15 +58,19 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(code: str) -> Callable[[Callable[[Any], CheckResult]], Callable[[Any], CheckResult]]:
-    """Register `func` as the check for `code` (one check per code)."""
+def check(code: str, needs: Iterable[str] = ("spec",)) -> Callable[[Callable[[Any], CheckResult]],
+                                                                 Callable[[Any], CheckResult]]:
+    """Register `func` as the check for `code` (one check per code); `needs` names what it reads (NEEDS)."""
     if code not in CATALOGUE:
         raise ValueError(f"{code} is not in the catalogue")
+    wanted = frozenset(needs)
+    if wanted - set(NEEDS):
+        raise ValueError(f"{code}: unknown needs {sorted(wanted - set(NEEDS))}")
 
     def register(func: Callable[[Any], CheckResult]) -> Callable[[Any], CheckResult]:
         if code in REGISTRY:
             raise ValueError(f"{code} registered twice ({REGISTRY[code].func.__name__}, {func.__name__})")
-        REGISTRY[code] = Check(code, func)
+        REGISTRY[code] = Check(code, func, wanted)
         return func
     return register
 
@@ -51,13 +83,15 @@ def as_list(result: CheckResult) -> list[Finding]:
     return [f for f in result if f is not None]
 
 
-_STEP_MODULES = {"D": ("data",), "M": ("model",), "H": ("hyper",), "G": ("gradients", "user_step"),
-                 "R": ("resources",)}
+# the modules that hold each step's checks (registration happens on import; torch is imported only with
+# the steps that need it). Which codes they register comes from the catalogue and the @check decorators.
+STEP_MODULES = {Step.DATA: ("data",), Step.MODEL: ("model",), Step.HYPERPARAMETERS: ("hyper",),
+                Step.GRADIENTS: ("gradients", "user_step"), Step.RESOURCES: ("resources",)}
 
 
-def load_step(letter: str) -> None:
-    """Import the module holding a step's checks (registration happens on import; torch only when needed)."""
-    for module in _STEP_MODULES[letter]:
+def load_checks(letter: str) -> None:
+    """Import the modules holding the checks of the step with this code letter ("D", "M", ...)."""
+    for module in STEP_MODULES[STEP_LETTERS[letter]]:
         importlib.import_module(f".{module}", __name__)
 
 
@@ -66,7 +100,7 @@ def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str]
     found: list[Finding] = []
     codes = list(codes)
     for letter in sorted({c[0] for c in codes}):
-        load_step(letter)
+        load_checks(letter)
     for code in codes:
         chk = REGISTRY.get(code)
         if chk is None or not enabled(code, select, ignore):
@@ -87,4 +121,15 @@ def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str]
 
 
 def codes_for_step(letter: str) -> list[str]:
+    """Every catalogue code of the step with this code letter, in catalogue order."""
     return sorted(c for c in CATALOGUE if c.startswith(letter))
+
+
+def codes_for_source(source: str, steps: Iterable[Step] = tuple(Step)) -> list[str]:
+    """The catalogue codes of `steps` whose check reads only what `source` provides (PROVIDES)."""
+    out = []
+    for st in steps:
+        letter = next(k for k, v in STEP_LETTERS.items() if v == st)
+        load_checks(letter)
+        out += [c for c in codes_for_step(letter) if c in REGISTRY and REGISTRY[c].needs <= PROVIDES[source]]
+    return out

@@ -857,7 +857,7 @@ def _feature_word(ctx: DataContext) -> str:
 
 # ---- the checks ------------------------------------------------------------------------------------
 
-@check("D100")
+@check("D100", needs=("data",))
 def check_data_unreadable(ctx: DataContext) -> Finding | None:
     """D100 data-unreadable: no training rows, or feature and target row counts that differ.
 
@@ -880,7 +880,7 @@ def check_data_unreadable(ctx: DataContext) -> Finding | None:
                    evidence={"source": ds.source, "problems": problems})
 
 
-@check("D101")
+@check("D101", needs=("data",))
 def check_missing_values(ctx: DataContext) -> Finding | None:
     """D101 missing-values: NaN/None/empty cells in the features or the target, counted per column."""
     if ctx.n_train == 0:
@@ -924,7 +924,7 @@ def check_missing_values(ctx: DataContext) -> Finding | None:
                              "thresholds": {"missing": "> 0"}})
 
 
-@check("D102")
+@check("D102", needs=("data",))
 def check_non_finite_values(ctx: DataContext) -> Finding | None:
     """D102 non-finite-values: +inf/-inf in the features or the target."""
     if ctx.n_train == 0:
@@ -959,7 +959,7 @@ def check_non_finite_values(ctx: DataContext) -> Finding | None:
                              "target": target_counts, "thresholds": {"infinite": "> 0"}})
 
 
-@check("D103")
+@check("D103", needs=("data",))
 def check_non_numeric_features(ctx: DataContext) -> Finding | None:
     """D103 non-numeric-features: string, object, bool, date or category columns among the features."""
     cols = ctx.non_numeric
@@ -986,7 +986,7 @@ def _binary_like(ctx: DataContext, j: int) -> bool:
     return len(np.unique(col[np.isfinite(col)])) <= 2
 
 
-@check("D104")
+@check("D104", needs=("data",))
 def check_unscaled_features(ctx: DataContext) -> Finding | None:
     """D104 unscaled-features: features far from mean 0 / std 1, scales orders of magnitude apart, raw pixels.
 
@@ -1060,7 +1060,7 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
                                             "error_max_abs": MAX_ABS_ERROR}})
 
 
-@check("D105")
+@check("D105", needs=("data",))
 def check_constant_features(ctx: DataContext) -> Finding | None:
     """D105 constant-features: zero-variance columns (every finite training value equal)."""
     if ctx.n_train == 0 or ctx.train_part.k == 0:
@@ -1117,7 +1117,7 @@ def _within_class_outliers(ctx: DataContext, cols: np.ndarray) -> dict[int, tupl
     return out
 
 
-@check("D106")
+@check("D106", needs=("data",))
 def check_extreme_outliers(ctx: DataContext) -> Finding | None:
     """D106 extreme-outliers: values whose robust z-score 0.6745*|x - median|/MAD exceeds ROBUST_Z_LIMIT
     (in a labelled table, within the value's own class as well)."""
@@ -1161,7 +1161,7 @@ def _format_mapping(classes: list[Any]) -> str:
     return f"map labels {_short(classes)} to 0..{len(classes) - 1}"
 
 
-@check("D107")
+@check("D107", needs=("data",))
 def check_bad_label_format(ctx: DataContext) -> Finding | None:
     """D107 bad-label-format: string/float labels, not 0..C-1, one-hot vs class indices, binary not {0, 1}."""
     if ctx.task not in ("classification", "binary", "multilabel") or ctx.n_train == 0:
@@ -1240,7 +1240,7 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
                    evidence={**evidence, "issues": issues})
 
 
-@check("D108")
+@check("D108", needs=("data",))
 def check_unscaled_target(ctx: DataContext) -> Finding | None:
     """D108 unscaled-target: a regression target with |mean| or std above 10 (unless data.normalize_target)."""
     Y = ctx.regression_target
@@ -1266,7 +1266,7 @@ def check_unscaled_target(ctx: DataContext) -> Finding | None:
                                                              "std_high": TARGET_STD_HIGH}})
 
 
-@check("D109")
+@check("D109", needs=("data",))
 def check_class_imbalance(ctx: DataContext) -> Finding | None:
     """D109 class-imbalance: majority/minority class ratio >= IMBALANCE_RATIO (unless loss.class_weights is set)."""
     info = ctx.labels
@@ -1289,7 +1289,7 @@ def check_class_imbalance(ctx: DataContext) -> Finding | None:
                              "thresholds": {"ratio": IMBALANCE_RATIO}})
 
 
-@check("D110")
+@check("D110", needs=("data",))
 def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     """D110 duplicates-or-conflicts: duplicate rows, rows shared with validation, same features with two labels."""
     n = ctx.n_train
@@ -1348,7 +1348,7 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     return Finding("D110", "; ".join(parts), "; ".join(fixes), evidence=evidence)
 
 
-@check("D111")
+@check("D111", needs=("data",))
 def check_too_little_data(ctx: DataContext) -> Finding | None:
     """D111 too-little-data: a class with < MIN_CLASS_SAMPLES training rows, or n_params > 10 x training rows."""
     n = ctx.n_train
@@ -1396,7 +1396,7 @@ def _sorted_neighbour_error(x: np.ndarray, codes: np.ndarray) -> tuple[float, fl
     return err, 1.0 - counts.max() / n, n
 
 
-@check("D112")
+@check("D112", needs=("data",))
 def check_target_leakage(ctx: DataContext) -> Finding | None:
     """D112 target-leakage: a single feature predicts the target almost perfectly (>= 99% accuracy / |r| >= 0.99)."""
     screen = ctx.leakage_screen
@@ -1441,7 +1441,7 @@ def check_target_leakage(ctx: DataContext) -> Finding | None:
                                             "min_abs_r": LEAK_MIN_ABS_R}})
 
 
-@check("D113")
+@check("D113", needs=("data",))
 def check_train_validation_shift(ctx: DataContext) -> Finding | None:
     """D113 train-validation-shift: feature means or class frequencies differ between the splits beyond chance."""
     if not ctx.has_val or ctx.n_train == 0:
@@ -1497,7 +1497,7 @@ def check_train_validation_shift(ctx: DataContext) -> Finding | None:
     return Finding("D113", "; ".join(parts), fix, evidence=evidence)
 
 
-@check("D114")
+@check("D114", needs=("data",))
 def check_degenerate_target(ctx: DataContext) -> Finding | None:
     """D114 degenerate-target: a single class, or a constant regression (or multilabel) target."""
     if ctx.n_train == 0:
