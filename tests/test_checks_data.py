@@ -16,6 +16,7 @@ import pytest
 
 from nn_doctor.catalogue import Severity, Step
 from nn_doctor.checks import REGISTRY
+from nn_doctor import data_stats
 from nn_doctor.checks import data as D
 from nn_doctor.checks.data import DATA_CODES, DataContext, run_data_checks
 from nn_doctor.data import Dataset, load_dataset
@@ -208,8 +209,8 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
 
 def test_statistics_are_computed_once(tmp_path, monkeypatch):
     calls = []
-    real = D._scan
-    monkeypatch.setattr(D, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = data_stats._scan
+    monkeypatch.setattr(data_stats, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
     ds = load_dataset(SAMPLE / "wine.csv", "label")
     run(ds)
     assert len(calls) == 2                                       # one pass over train, one over validation

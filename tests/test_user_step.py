@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nn_doctor.catalogue import Severity
-from nn_doctor.checks import REGISTRY, codes_for_step, load_step as load_checks, run_checks
+from nn_doctor.checks import REGISTRY, codes_for_step, load_checks, run_checks
 from nn_doctor.checks.context import ProbeContext
 from nn_doctor.data import load_dataset, prepare_arrays
 from nn_doctor.errors import UsageError
@@ -193,8 +193,10 @@ def only(diag, kind):
 
 
 def findings(diag):
+    """The findings the G step's checks make of the diagnosis: G405 (parameters left alone) and G408."""
     load_checks("G")
-    return REGISTRY["G408"].func(ProbeContext(spec=None, user_step=diag)) or []
+    ctx = ProbeContext(spec=None, user_step=diag)
+    return [f for code in ("G405", "G408") for f in (REGISTRY[code].func(ctx) or [])]
 
 
 # ---- the correct step --------------------------------------------------------------------------------

@@ -17,14 +17,15 @@ from typing import Any
 from ..model import SATURATING
 from ..probe import ProbeRecord
 from ..report import Finding
-from . import as_list, check
+from . import as_list, check, codes_for_step
 from .context import ProbeContext
+from .user_step import params_left_alone
 from .model import (canon, check_capacity_mismatch, check_init_scale_mismatch, check_loss_task_mismatch,
                     check_output_activation_mismatch, check_output_size_mismatch, check_saturating_deep_network,
                     check_symmetric_init, hidden_activations, layer_dicts, recommended_init,
                     relu_instead_of_saturating, weight_layers)
 
-GRADIENT_CODES = ["G400", "G401", "G402", "G403", "G404", "G405", "G406", "G407"]
+GRADIENT_CODES = codes_for_step("G")   # the catalogue's codes of this step
 
 # ---- thresholds ------------------------------------------------------------------------------
 VANISH_RATIO = 1e-3        # G401: first/last weight-layer grad norm < 1e-3 ("orders of magnitude", seeds/004);
@@ -416,7 +417,6 @@ def _params_in_run(ctx: ProbeContext) -> Finding | None:
 
 def _params_in_user_step(ctx: ProbeContext) -> Finding | None:
     """The parameters the harness saw the user's training step leave alone (checks/user_step.py reads the rest)."""
-    from .user_step import params_left_alone
     found = params_left_alone(ctx.user_step)
     if found is None:
         return None

@@ -16,10 +16,10 @@ from .. import curves, lr_search
 from ..lr_search import LrStatus
 from ..probe import DIVERGE_FACTOR, ProbeRecord
 from ..report import Finding
-from . import check
+from . import check, codes_for_step
 from .context import ProbeContext
 
-HYPER_CODES = ["H300", "H301", "H302", "H303", "H304", "H305", "H306", "H307", "H308"]
+HYPER_CODES = codes_for_step("H")   # the catalogue's codes of this step
 
 # ---- thresholds -------------------------------------------------------------------------------------
 CLEAR_MARGIN = 0.2        # "clearly lower" (H302/H303/H307): >= 20% below the other run's loss ...

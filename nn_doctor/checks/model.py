@@ -19,10 +19,10 @@ import numpy as np
 from ..errors import ModelBuildError
 from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
 from ..report import Finding
-from . import check
+from . import check, codes_for_step
 from .context import ProbeContext
 
-MODEL_CODES = ["M200", "M201", "M202", "M203", "M204", "M205", "M206", "M207", "M208"]
+MODEL_CODES = codes_for_step("M")   # the catalogue's codes of this step
 
 # ---- thresholds ------------------------------------------------------------------------------
 STD_RATIO_LOW = 0.1        # M205: last/first weight-layer output std < 1/10 at init = the signal vanishes
