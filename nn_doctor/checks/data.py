@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..catalogue import Severity, Step
+from .. import data_stats
 from ..data import Dataset
 from ..data_stats import (BINARY_LOSSES, CLASS_INDEX_LOSSES, DataContext, MAX_EVIDENCE_COLUMNS,
-                          MAX_EXAMPLE_ROWS, MAX_LEAK_CANDIDATES, MEDIAN_SAMPLE_ROWS, ROBUST_Z_CONST,
+                          MAX_EXAMPLE_ROWS, MAX_LEAK_CANDIDATES, ROBUST_Z_CONST,
                           ROBUST_Z_LIMIT, SEED, is_2d_target, is_numeric_dtype, mix_hash, pearson,
                           python_value)
 from ..report import Finding, Report
@@ -401,7 +402,7 @@ def check_extreme_outliers(ctx: DataContext) -> Finding | None:
                    f"inspect those rows of {names}; clip/winsorize them (e.g. to the 0.1/99.9 percentiles) "
                    "or drop them if they are errors",
                    evidence={"columns": cols, "n_columns": int(hit.sum()),
-                             "median_from_rows": min(st.n_rows, MEDIAN_SAMPLE_ROWS),
+                             "median_from_rows": min(st.n_rows, data_stats.MEDIAN_SAMPLE_ROWS),
                              "within_class": within is not None,
                              "thresholds": {"robust_z": ROBUST_Z_LIMIT,
                                             "class_min_rows": OUTLIER_CLASS_MIN_ROWS}})
