@@ -499,6 +499,8 @@ class DataContext:
     normalize: str | None = None        # data.normalize: none | standardize | minmax
     normalize_target: bool = False      # data.normalize_target
     class_weights: Any = None           # loss.class_weights
+    missing: str | None = None          # data.missing: keep | drop | median
+    label_map: Any = None               # data.label_map
 
     @classmethod
     def build(cls, ds: Dataset, n_params: int | None = None, loss_name: str | None = None,
@@ -511,6 +513,8 @@ class DataContext:
             ctx.normalize = getattr(data, "normalize", None)
             ctx.normalize_target = bool(getattr(data, "normalize_target", False))
             ctx.class_weights = getattr(getattr(spec, "loss", None), "class_weights", None)
+            ctx.missing = getattr(data, "missing", None)
+            ctx.label_map = getattr(data, "label_map", None)
         return ctx
 
     @property

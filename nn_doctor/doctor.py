@@ -34,6 +34,7 @@ SUBSET_STEPS = 300
 TINY_ROWS = 10                # G407: seeds/000 Q2 "使用小规模数据测试训练流程(如仅10条样本)"
 TINY_STEPS = 200
 INIT_VARIANTS = ("default", "he", "xavier", "lecun", "orthogonal")
+PROBE_HEALTH_CODES = ["G400", "G409"]   # every probe command reports a non-finite or crashed probe
 DEFAULT_BUDGET_S = 120.0      # full-report's default wall-clock budget; small tabular data needs a few seconds
 VERIFY_IMPROVEMENT = 0.10     # a fix is "verified" when its probe improves the compared quantity by >= 10%
 
@@ -175,7 +176,11 @@ class Session:
         from .model import resolve_device
         from .probe import DeviceData
         assert self.spec is not None and self.dataset is not None
-        self.arrays = prepare_arrays(self.dataset)
+        d = self.spec.data
+        # data.missing: keep leaves NaN/Inf in your own training; the probes drop those rows instead (and say so),
+        # so every other step can still be checked - D101/D102 report the values themselves
+        self.arrays = prepare_arrays(self.dataset, missing="drop" if d.missing == "keep" else d.missing,
+                                     label_map=d.label_map)
         for r in self.arrays.repairs:
             self.report.notes.append(f"probes ran after this repair of the data: {r}")
         device = resolve_device(self.spec.training.device)
@@ -376,13 +381,15 @@ def _probe_command(command: str, opts: Options, step: Step, probes: Callable[[Se
         probes(s)
         run_checks(codes, s.ctx, s.report, s.select, s.ignore)
         _require_some_check(s.report)
+        for f in s.report.findings:   # a crash or a NaN is shown under its own step, even in a one-step command
+            s.report.step(f.step).ran = True
     except KeyboardInterrupt:
         s.report.interrupted = True
     return s.finish()
 
 
 def probe_lr(opts: Options) -> Report:
-    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301"])
+    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301"] + PROBE_HEALTH_CODES)
 
 
 def _model_builds(s: Session) -> bool:
@@ -423,6 +430,10 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
     s.ctx.init_variants = records
     if configured in records:
         s.ctx.init = records[configured]
+        # the configured init at the configured lr is a probe of the configured lr: H300 judges it here too
+        lr = spec.optimizer.lr
+        s.ctx.lr_records = {lr: records[configured]}
+        s.ctx.lr = L.decide(s.ctx.lr_records, [lr], lr)
     variants = []
     for name, rec in records.items():
         layers = [{"layer": layer, "act_std": st.get("act_std"), "grad_norm": st.get("grad_norm")}
@@ -447,7 +458,7 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
 
 
 def probe_init(opts: Options) -> Report:
-    return _probe_command("probe-init", opts, Step.MODEL, init_variants, ["M204", "M205"])
+    return _probe_command("probe-init", opts, Step.MODEL, init_variants, ["M204", "M205", "H300"] + PROBE_HEALTH_CODES)
 
 
 # ---- full-report -----------------------------------------------------------------------------------

@@ -166,8 +166,11 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     if not working:
         kinds = sorted(set(statuses.values()))
         res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
-                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)}); the problem is probably not the lr - "
-                      f"see the other steps")
+                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)})")
+        if res.configured_status == LrStatus.DIVERGED:
+            res.reason += "; the configured lr diverges: lower it, and look at the other steps for the rest"
+        else:
+            res.reason += "; the problem is probably not the lr - see the other steps"
         return res
     failing_above = [lr for lr, st in in_range.items() if st in BREAKS_TRAINING and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None

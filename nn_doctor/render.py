@@ -94,6 +94,25 @@ def _inputs_summary(inputs: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {_compact(v)}" for k, v in inputs.items() if v is not None)
 
 
+def fix_status_label(f: Finding) -> tuple[str, str] | None:
+    """The line under a finding's fix: ("verified", style) only when a probe showed the fix helps;
+    "not confirmed" when it was probed and did not; "not tested" with the reason otherwise."""
+    status = f.fix_status
+    if status == "confirmed":
+        return "verified", "green"
+    if status == "not confirmed":
+        return "not confirmed", "yellow"
+    if status == "untested" and (f.verified or f.untestable):
+        return "not tested", "dim"
+    return None
+
+
+def _fix_status_text(f: Finding) -> str:
+    if f.verified:
+        return _verified_text(f.verified)
+    return f.untestable or ""
+
+
 def _verified_text(verified: dict[str, Any]) -> str:
     """{'probe': 'normalize=standardize', 'loss_before': 1.09, 'loss_after': 0.08}
     -> 'normalize=standardize: loss 1.09 → 0.08' (a note or reason replaces the losses)."""
@@ -198,8 +217,11 @@ def _finding_lines(f: Finding, verbose: bool) -> list[Line]:
         return out  # info is shown always, but as one line
     if f.fix and f.fix.strip() != "-":
         out.append([("      fix: ", "cyan"), (f.fix, "")])
-    if f.verified:
-        out.append([("      verified: ", "green"), (_verified_text(f.verified), "")])
+    label = fix_status_label(f)
+    if label:
+        out.append([(f"      {label[0]}: ", label[1]), (_fix_status_text(f), "")])
+    if f.explained_by:
+        out.append([("      symptom of: ", "dim"), (", ".join(f.explained_by) + " (fix that first)", "dim")])
     if verbose and f.evidence:
         items = list(f.evidence.items())
         for key, value in items[:EVIDENCE_KEYS]:
@@ -215,12 +237,16 @@ def _summary(report: Report, rows: list[StepResult]) -> Segment:
     if report.verdict == "unhealthy" and first is not None:
         return (f"✗ Unhealthy: issues in {n} of {_plural(m, 'step')} — fix first: {first.code} {first.name}",
                 "bold red")
-    if report.verdict == "warnings" and first is not None:
-        return f"! Warnings in {n} of {_plural(m, 'step')} — first: {first.code} {first.name}", "bold yellow"
+    if report.verdict == "unhealthy":
+        return f"✗ Unhealthy: issues in {n} of {_plural(m, 'step')}", "bold red"
     unchecked = sum(r.status in ("skipped", "crashed") for r in rows)
-    if unchecked:
-        return (f"✓ Healthy: no issues found in {m - unchecked} of {_plural(m, 'step')} "
-                f"({unchecked} skipped or crashed).", "bold green")
+    if report.verdict == "incomplete":
+        why = "interrupted" if report.interrupted else f"{unchecked} of {_plural(m, 'step')} skipped or crashed"
+        extra = f"; warnings in {n}" if n else ""
+        return (f"? Incomplete: not checked in full ({why}{extra}) — not a clean bill of health.", "bold yellow")
+    if report.verdict == "warnings":
+        first_txt = f" — first: {first.code} {first.name}" if first is not None else ""
+        return f"! Warnings in {n} of {_plural(m, 'step')}{first_txt}", "bold yellow"
     return "✓ Healthy: no issues found.", "bold green"
 
 
@@ -432,8 +458,11 @@ def render_markdown(report: Report) -> str:
             out += [f"### {severity_glyph(f.severity)[0]} {f.code} {f.name} ({f.severity.value})", "", f.message, ""]
             if f.fix and f.fix.strip() != "-":
                 out += [f"**Fix:** {f.fix}", ""]
-            if f.verified:
-                out += [f"**Verified:** {_verified_text(f.verified)}", ""]
+            label = fix_status_label(f)
+            if label:
+                out += [f"**{label[0].capitalize()}:** {_fix_status_text(f)}", ""]
+            if f.explained_by:
+                out += [f"*Symptom of {', '.join(f.explained_by)}: fix that first.*", ""]
             if f.evidence:
                 evidence = json.dumps(clean_json(f.evidence), ensure_ascii=False)
                 if len(evidence) > MD_EVIDENCE_CHARS:
@@ -471,7 +500,9 @@ def render_markdown(report: Report) -> str:
     first = report.first_fix_finding()
     if first is not None:
         out.append(f"**Fix first:** `{first.code}` {first.name} — {first.fix}")
-    else:
+    elif report.verdict == "incomplete":
+        out.append("**Incomplete:** some steps were not checked (skipped, crashed or interrupted).")
+    elif report.verdict == "healthy":
         out.append("**No issues found.**")
     return "\n".join(out) + "\n"
 
@@ -489,8 +520,11 @@ def _finding_body(f: Finding) -> str:
     parts = [f"{f.code} {f.name} ({f.severity.value}): {f.message}"]
     if f.fix and f.fix.strip() != "-":
         parts.append(f"fix: {f.fix}")
-    if f.verified:
-        parts.append(f"verified: {_verified_text(f.verified)}")
+    label = fix_status_label(f)
+    if label:
+        parts.append(f"{label[0]}: {_fix_status_text(f)}")
+    if f.explained_by:
+        parts.append(f"symptom of: {', '.join(f.explained_by)}")
     if f.evidence:
         parts.append("evidence: " + json.dumps(clean_json(f.evidence), indent=2, ensure_ascii=False))
     return _xml("\n".join(parts))

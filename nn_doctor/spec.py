@@ -37,6 +37,11 @@ class DataSpec(_Strict):
     max_rows: Optional[PositiveInt] = None
     x_key: str = "X"
     y_key: str = "y"
+    # rows with NaN/Inf: keep them (your training sees them), drop them, or impute features with the
+    # training median (rows without a target are dropped either way)
+    missing: Literal["keep", "drop", "median"] = "keep"
+    # explicit raw label -> class index (e.g. {1: 0, 2: 1, 3: 2}); without it labels are sorted and numbered
+    label_map: Optional[dict[Union[str, int, float, bool], int]] = None
 
 
 class LayerSpec(BaseModel):

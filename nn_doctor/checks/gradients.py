@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import statistics
+
+import numpy as np
 from typing import Any
 
 from ..model import SATURATING
@@ -142,10 +144,17 @@ def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
     """G400 non-finite-training: NaN/Inf in the loss, gradients or weights; first step and layer."""
     if ctx.curve is not None:
         return _non_finite_log(ctx)
-    rec = ctx.baseline if ctx.baseline is not None else ctx.init
-    if rec is None or rec.first_nonfinite is None:
+    rec = ctx.configured_record()
+    if rec is None or rec.error is not None:
+        return None
+    if rec.initial_loss is None and rec.first_nonfinite is None:
+        # non-finite before the first update: no lr, clip or step can be the cause
+        rec.first_nonfinite = {"step": 0, "where": "loss at init", "layer": None}
+    if rec.first_nonfinite is None:
         return None
     nf = rec.first_nonfinite
+    if rec.initial_loss is None and ctx.spec is not None:
+        return _non_finite_at_init(ctx, rec)
     step, where, layer = nf.get("step"), nf.get("where"), nf.get("layer")
     lr, name, clip = ctx.setting("lr"), ctx.setting("name"), ctx.setting("grad_clip")
     finite = [v for v in rec.losses if v is not None]
@@ -197,6 +206,30 @@ def _non_finite_log(ctx: ProbeContext) -> Finding | None:
                    {**run.evidence, "step": nf["step"], "axis": log.axis, "curve": nf["curve"], "where": "loss",
                     "layer": None, "last_finite_losses": before,
                     "note": "a loss log has no per-layer data: nn_doctor.Monitor names the first layer"})
+
+
+def _non_finite_at_init(ctx: ProbeContext, rec: ProbeRecord) -> Finding:
+    """The loss is NaN/Inf before any update: the model's output, the data or the loss make it, not the lr."""
+    spec = ctx.spec
+    arrays = ctx.arrays
+    bad_inputs = arrays is not None and not bool(np.isfinite(arrays.X).all())
+    ev: dict[str, Any] = {"step": 0, "where": rec.first_nonfinite.get("where"), "initial_loss": None,
+                          "inputs_finite": not bad_inputs, "init": str(spec.model.init), "loss": spec.loss.name}
+    if bad_inputs:
+        cause = "the input features contain NaN/Inf"
+        fix, patch = "set data.missing: drop (or median) to drop or impute the rows with NaN/Inf values", \
+            {"data.missing": "drop"}
+    elif spec.model.layers is None:
+        cause = f"the output of your model ({spec.model.class_}) is non-finite on real inputs"
+        fix, patch = "make the forward pass finite: look for exp/log/division by zero or an overflowing " \
+                     "activation in your model's forward", None
+    else:
+        good = recommended_init(ctx)
+        cause = f"the model's output is non-finite at init (init {spec.model.init})"
+        fix, patch = (f"set model.init: {good}", {"model.init": good}) if spec.model.init.scheme != good else \
+            ("make the forward pass finite: an exp/log or a division in the model overflows", None)
+    return Finding("G400", f"the loss is non-finite before the first update: {cause}; no lr can train this "
+                           f"(probe '{rec.name}')", fix, ev, patch=patch)
 
 
 # ---- G401 ------------------------------------------------------------------------------------
@@ -549,3 +582,38 @@ def _training_explanations(ctx: ProbeContext) -> list[Finding]:
         except Exception:
             continue
     return out
+
+
+# ---- G409 ------------------------------------------------------------------------------------
+
+@check("G409", needs=("spec",))   # reads every probe record the context holds
+def check_probe_crashed(ctx: ProbeContext) -> Finding | None:
+    """G409 probe-crashed: a probe raised instead of training. One finding for every crash, grouped by the
+    exception: a crash is never silence (an lr table of errors once ended "Healthy")."""
+    crashed = [(role, rec) for role, rec in ctx.records()
+               if rec.error is not None and not rec.error.startswith("out of memory")]   # OOM is R501's
+    if not crashed:
+        return None
+    role, first = crashed[0]
+    where = first.error_where or "the probe"
+    frame = f" at {first.error_frame}" if first.error_frame else ""
+    ev: dict[str, Any] = {"exception": first.error_type, "message": first.error, "where": first.error_where,
+                          "frame": first.error_frame, "probe": role,
+                          "probes_crashed": [r for r, _ in crashed], "probes_total": len(ctx.records())}
+    n, total = len(crashed), len(ctx.records())
+    scope = "every probe" if n == total else f"{n} of {total} probes"
+    user_code = spec_uses_user_code(ctx)
+    if first.error_frame and user_code:
+        fix = f"fix your code at {first.error_frame} ({where}): {first.error}"
+    elif "out of bounds" in (first.error or "") or "Target" in (first.error or ""):
+        fix = ("the targets do not fit the model's output: make the last layer's size the number of classes "
+               "and the labels 0..C-1 (see the step 1 and 2 findings)")
+    elif where == "model build":
+        fix = "the spec's model does not build with these settings: see the message"
+    else:
+        fix = f"the {where} raised: check the loss, the output layer and the targets named in the message"
+    return Finding("G409", f"{scope} crashed in the {where}{frame}: {first.error}", fix, ev)
+
+
+def spec_uses_user_code(ctx: ProbeContext) -> bool:
+    return ctx.spec.model.layers is None or bool(ctx.spec.training.step)
