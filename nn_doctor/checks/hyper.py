@@ -64,13 +64,13 @@ def _losses(rec: ProbeRecord | None) -> dict[str, Any] | None:
             "steps": rec.steps_run, "stopped": rec.stopped, "error": rec.error, "overrides": rec.overrides}
 
 
-def _path(rec: dict[str, Any] | None) -> str:
+def _path(summary: dict[str, Any] | None) -> str:
     """'1.06 -> 0.0922' (or where it stopped) for one probe summary."""
-    if rec is None:
+    if summary is None:
         return "not probed"
-    if rec.get("stopped") in ("diverged", "non-finite"):
-        return f"{_g(rec.get('initial_loss'))} -> {rec['stopped']} at step {rec.get('steps')}"
-    return f"{_g(rec.get('initial_loss'))} -> {_g(rec.get('final_loss'))}"
+    if summary.get("stopped") in ("diverged", "non-finite"):
+        return f"{_g(summary.get('initial_loss'))} -> {summary['stopped']} at step {summary.get('steps')}"
+    return f"{_g(summary.get('initial_loss'))} -> {_g(summary.get('final_loss'))}"
 
 
 def clearly_lower(a: float | None, b: float | None, ref: float | None) -> bool:
@@ -194,11 +194,11 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     if over_regularized(ctx) is not None:
         return None   # the weight decay / dropout holds it back at every lr (H303)
     conf = _summary(ctx, res.configured)
-    rec = _summary(ctx, res.recommended)
+    recommended = _summary(ctx, res.recommended)
     best = _best_working(ctx)
     evidence = {"configured_lr": res.configured, "configured_status": res.configured_status,
                 "configured_probe": conf, "recommended_lr": res.recommended, "rule": res.rule,
-                "recommended_probe": rec or (_summary(ctx, best[0]) if best else None),
+                "recommended_probe": recommended or (_summary(ctx, best[0]) if best else None),
                 "edge_of_stability": res.edge, "tried": _tried(ctx),
                 "thresholds": {"diverge_factor": DIVERGE_FACTOR, "unstable_rise": lr_search.UNSTABLE_RISE,
                                "min_progress": lr_search.MIN_PROGRESS, "safety_factor": lr_search.SAFETY_FACTOR}}
@@ -219,8 +219,8 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     if res.edge is not None:
         message += f"; training breaks above ~{_lr(res.edge)}"
     shown = evidence["recommended_probe"]
-    if rec is not None:
-        tested = f" (its probe: loss {_path(rec)})"
+    if recommended is not None:
+        tested = f" (its probe: loss {_path(recommended)})"
     elif shown is not None:   # the recommendation is the best probe capped below the edge of stability
         tested = f" (the best probe, lr {_lr(shown['lr'])}: loss {_path(shown)})"
     else:
