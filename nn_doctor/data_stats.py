@@ -641,6 +641,28 @@ class DataContext:
         return _target_frame(self.ds.y_val, [str(t) for t in self.ds.target]) if self.ds.y_val is not None else None
 
     @cached_property
+    def target_missing(self) -> dict[str, int]:
+        """Target column -> missing cells (NaN/None), train and validation together."""
+        return self._target_counts(lambda col: int(col.isna().sum()))
+
+    @cached_property
+    def target_infinite(self) -> dict[str, int]:
+        """Numeric target column -> +/-inf cells, train and validation together."""
+        return self._target_counts(lambda col: int(np.isinf(col.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+                                   if is_numeric_dtype(col.dtype) else 0)
+
+    def _target_counts(self, count) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for frame in (self.y_frame, self.y_val_frame):
+            if frame is None:
+                continue
+            for c in frame.columns:
+                n = count(frame[c])
+                if n:
+                    out[str(c)] = out.get(str(c), 0) + n
+        return out
+
+    @cached_property
     def labels(self) -> LabelInfo | None:
         if self.task not in ("classification", "binary") or is_2d_target(self.ds.y):
             return None

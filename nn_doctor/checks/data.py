@@ -132,6 +132,15 @@ def check_data_unreadable(ctx: DataContext) -> Finding | None:
                    evidence={"source": ds.source, "problems": problems})
 
 
+def _where(head: str, columns: list[tuple[str, int]], target_counts: dict[str, int]) -> str:
+    """'2 of 13 features (a: 3, b: 1) and the target (label: 2)': where the bad cells lie, worst columns first."""
+    parts = [f"{head} ({', '.join(f'{k}: {v}' for k, v in columns[:3])}{', ...' if len(columns) > 3 else ''})"] \
+        if columns else []
+    if target_counts:
+        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    return " and ".join(parts)
+
+
 @check("D101", needs=("data",))
 def check_missing_values(ctx: DataContext) -> Finding | None:
     """D101 missing-values: NaN/None/empty cells in the features or the target, counted per column."""
@@ -148,29 +157,19 @@ def check_missing_values(ctx: DataContext) -> Finding | None:
             n = int(ctx.ds.X[c].isna().sum()) + (int(ctx.ds.X_val[c].isna().sum()) if ctx.has_val else 0)
             if n:
                 counts[c] = n
-    target_counts: dict[str, int] = {}
-    for frame in (ctx.y_frame, ctx.y_val_frame):
-        if frame is None:
-            continue
-        for c, n in frame.isna().sum().items():
-            if n:
-                target_counts[str(c)] = target_counts.get(str(c), 0) + int(n)
+    target_counts = ctx.target_missing
     if not counts and not target_counts:
         return None
     total = sum(counts.values()) + sum(target_counts.values())
     worst = sorted(counts.items(), key=lambda kv: -kv[1])
-    parts = []
-    if counts:
-        parts.append(f"{len(counts)} of {len(st.names) + len(ctx.non_numeric)} {_feature_word(ctx)}s "
-                     f"({', '.join(f'{k}: {v}' for k, v in worst[:3])}{', ...' if len(worst) > 3 else ''})")
-    if target_counts:
-        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    where = _where(f"{len(counts)} of {len(st.names) + len(ctx.non_numeric)} {_feature_word(ctx)}s", worst,
+                   target_counts)
     cols = ", ".join(c for c, _ in worst[:3]) + (" ..." if len(worst) > 3 else "")
     fix = (f"set data.missing: median (impute {cols} with the training median) or data.missing: drop (drop those "
            f"rows)" if counts else "")
     if target_counts:
         fix = (fix + "; " if fix else "set data.missing: drop; ") + "rows whose target is missing are dropped"
-    return Finding("D101", f"{total} missing values in " + " and ".join(parts), fix,
+    return Finding("D101", f"{total} missing values in {where}", fix,
                    evidence={"features": dict(worst[:MAX_EVIDENCE_COLUMNS]),
                              "n_feature_columns": len(counts), "target": target_counts,
                              "thresholds": {"missing": "> 0"}},
@@ -186,27 +185,14 @@ def check_non_finite_values(ctx: DataContext) -> Finding | None:
     st, vs = ctx.train_stats, ctx.val_stats
     inf = st.n_inf + (vs.n_inf if vs is not None else 0)
     counts = {st.names[j]: int(inf[j]) for j in _take_worst(st.names, inf.astype(float), inf > 0, len(inf))}
-    target_counts: dict[str, int] = {}
-    for frame in (ctx.y_frame, ctx.y_val_frame):
-        if frame is None:
-            continue
-        for c in frame.columns:
-            if is_numeric_dtype(frame[c].dtype):
-                n = int(np.isinf(frame[c].to_numpy(dtype=np.float64, na_value=np.nan)).sum())
-                if n:
-                    target_counts[str(c)] = target_counts.get(str(c), 0) + n
+    target_counts = ctx.target_infinite
     if not counts and not target_counts:
         return None
     total = sum(counts.values()) + sum(target_counts.values())
     items = list(counts.items())
-    parts = []
-    if counts:
-        parts.append(f"{_n(len(counts), _feature_word(ctx))} ({', '.join(f'{k}: {v}' for k, v in items[:3])}"
-                     f"{', ...' if len(items) > 3 else ''})")
-    if target_counts:
-        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    where = _where(_n(len(counts), _feature_word(ctx)), items, target_counts)
     cols = ", ".join(list(counts)[:3] + list(target_counts)[:1])
-    return Finding("D102", f"{total} infinite values in " + " and ".join(parts),
+    return Finding("D102", f"{total} infinite values in {where}",
                    f"set data.missing: drop (or median) to drop or impute the infinite values in {cols}, "
                    "or fix the computation that produced them (a division by zero, a log of 0)",
                    evidence={"features": dict(items[:MAX_EVIDENCE_COLUMNS]), "n_feature_columns": len(counts),
