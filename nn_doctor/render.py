@@ -113,18 +113,62 @@ def _fix_status_text(f: Finding) -> str:
     return f.untestable or ""
 
 
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "r2": "R²"}
+
+
 def _verified_text(verified: dict[str, Any]) -> str:
-    """{'probe': 'normalize=standardize', 'loss_before': 1.09, 'loss_after': 0.08}
-    -> 'normalize=standardize: loss 1.09 → 0.08' (a note or reason replaces the losses)."""
+    """{'probe': 'data.normalize=standardize', 'metric': 'balanced_accuracy', 'metric_before': 0.33, ...}
+    -> 'data.normalize=standardize: balanced accuracy 0.33 → 0.97 (validation loss 1.09 → 0.08)'. Both sides on
+    the same basis; a side whose probe broke reads 'diverged'; a note or a result replaces the numbers."""
     probe = verified.get("probe")
-    if verified.get("note") or verified.get("reason"):
-        detail = str(verified.get("note") or verified.get("reason"))
-    elif "loss_before" in verified or "loss_after" in verified:
-        detail = f"loss {fmt_num(verified.get('loss_before'))} → {fmt_num(verified.get('loss_after'))}"
-    else:
-        rest = {k: v for k, v in verified.items() if k != "probe"}
+    parts = []
+    if verified.get("metric") and (_finite(verified.get("metric_before")) or _finite(verified.get("metric_after"))):
+        name = METRIC_NAMES.get(verified["metric"], verified["metric"])
+        parts.append(f"{name} {_side(verified.get('metric_before'), verified.get('before_state'))} → "
+                     f"{_side(verified.get('metric_after'), verified.get('after_state'))}")
+    both = _finite(verified.get("loss_before")) and _finite(verified.get("loss_after"))
+    if both or (not parts and (_finite(verified.get("loss_before")) or _finite(verified.get("loss_after")))):
+        kind = f"{verified['loss']} loss" if verified.get("loss") else "loss"
+        text = (f"{kind} {_side(verified.get('loss_before'), verified.get('before_state'))} → "
+                f"{_side(verified.get('loss_after'), verified.get('after_state'))}")
+        parts.append(f"({text})" if parts else text)
+    detail = " ".join(parts)
+    note = verified.get("note") or verified.get("reason") or verified.get("result")
+    if note and (not detail or not verified.get("improved", True)):
+        detail = f"{detail}; {note}" if detail else str(note)
+    if not detail:
+        rest = {k: v for k, v in verified.items() if k not in ("probe", "improved", "steps")}
         detail = _compact(rest) if rest else ""
     return f"{probe}: {detail}" if probe and detail else str(probe or detail)
+
+
+def _side(value: Any, state: str | None = None) -> str:
+    return fmt_num(value) if _finite(value) else (state or "-")
+
+
+def _treatment_lines(t: dict[str, Any]) -> list[Line]:
+    """The treatment path: each fix applied (before → after in its probe), then the repaired spec's state."""
+    path = t.get("path") or []
+    lines: list[Line] = [[("Treatment", "bold"), (" (each confirmed fix applied, then everything diagnosed again)", "dim")]]
+    if not path and not t.get("written_without_probe"):
+        lines.append([(f"  no fix applied: {t.get('stopped', '')}", "")])
+        return lines
+    for i, p in enumerate(path, 1):
+        v = {"metric": p.get("metric"), "metric_before": p.get("before"), "metric_after": p.get("after"),
+             "loss_before": p.get("loss_before"), "loss_after": p.get("loss_after"),
+             "before_state": p.get("before_state"), "after_state": p.get("after_state")}
+        lines.append([(f"  {i}. {p['code']} ", "bold"), (f"{p['fix']}", ""), (f"  {_verified_text(v)}", "dim")])
+    if t.get("written_without_probe"):
+        keys = ", ".join(f"{k}" for k in t["written_without_probe"])
+        lines.append([("  also written, no probe can test it: ", "dim"), (keys, "")])
+    final = t.get("final", {})
+    score = ""
+    if _finite(final.get("value")):
+        score = f", {METRIC_NAMES.get(final.get('metric'), final.get('metric'))} {fmt_num(final['value'])}"
+    left = ", ".join(f"{f['code']}" for f in final.get("findings", []))
+    lines.append([("  result: ", "bold"), (f"{final.get('verdict', '?')}{score}", ""),
+                  (f"; still open: {left}" if left else "", ""), (f" ({t.get('stopped')})", "dim")])
+    return lines
 
 
 # ---- the rows: one per step that ran -------------------------------------------------------
@@ -180,6 +224,9 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
     if isinstance(report.probes.get("init"), dict):
         lines.append([])
         lines.extend(_init_lines(report.probes["init"]))
+    if isinstance(report.probes.get("treatment"), dict):
+        lines.append([])
+        lines.extend(_treatment_lines(report.probes["treatment"]))
 
     if report.skipped:
         lines.append([])
@@ -493,6 +540,9 @@ def render_markdown(report: Report) -> str:
             out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows_]
             out.append("")
 
+    if isinstance(report.probes.get("treatment"), dict):
+        out += ["### Treatment", ""] + ["    " + "".join(text for text, _ in line)
+                                        for line in _treatment_lines(report.probes["treatment"])[1:]] + [""]
     if report.skipped:
         out += ["**Skipped:**", ""] + [f"- {item}" for item in report.skipped] + [""]
     if report.interrupted:

@@ -6,6 +6,8 @@ got -3`), raised as UsageError (exit 2). No torch import here.
 """
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -155,6 +157,8 @@ class Spec(_Strict):
     training: TrainingSpec = TrainingSpec()
     # where the spec came from (not a YAML key): user code is imported relative to it
     base_dir: Optional[str] = Field(None, exclude=True)
+    # the mapping the user wrote (not a YAML key): --write-fixed writes it back with only the fixes changed
+    source_raw: Optional[dict[str, Any]] = Field(None, exclude=True, repr=False)
 
     def with_overrides(self, **changes: Any) -> "Spec":
         """A deep copy with dotted-path changes: spec.with_overrides(**{"optimizer.lr": 0.01})."""
@@ -244,6 +248,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None, source: str = "spec
     except ValidationError as err:
         raise UsageError(f"{source}: {format_validation_error(err)}") from None
     spec.base_dir = str(Path(base_dir).resolve()) if base_dir else None
+    spec.source_raw = copy.deepcopy(raw)
     return spec
 
 
