@@ -40,7 +40,7 @@ class ProbeContext:
     n_params: int | None = None
     n_outputs: int | None = None             # the model's output size, measured by a dummy forward
     build_error: Any = None                  # ModelBuildError when the model does not build
-    # probes (see doctor.py for how each is run)
+    # probes (see plan.py for how each is planned and run)
     init: ProbeRecord | None = None          # configured spec, short, per-layer stats at init (init_layers)
     baseline: ProbeRecord | None = None      # configured spec, the train/validation probe (curves, G checks);
                                              # the monitored run's record for the Monitor

@@ -326,7 +326,8 @@ def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
     elif big is not None and big[1] > EXPLODE_NORM:
         what, severity = f"the total gradient norm reaches {big[1]:.3g} at step {big[0]} (> {EXPLODE_NORM:g})", None
     elif growth is not None and growth > EXPLODE_GROWTH:
-        what, severity = f"the total gradient norm grows {growth:.3g}x within the probe (> {EXPLODE_GROWTH:g}x)", None
+        what, severity = (f"the total gradient norm grows {growth:.3g}x within the "
+                           f"{'probe' if ctx.source == 'probe' else ctx.run_name} (> {EXPLODE_GROWTH:g}x)"), None
     else:
         return None
     opt = ctx.spec.optimizer if ctx.spec is not None else None
