@@ -143,3 +143,60 @@ def test_diverging_configured_lr_is_h300_even_when_no_lr_works(tmp_path, command
 def test_crashed_probes_are_shown_in_text_not_only_in_json(tmp_path):
     result = run("probe-lr", spec(tmp_path, "raises", {"class": "user_models:RaisesInTrain"}))
     assert "G409 probe-crashed" in result.output and "every probe crashed" in result.output
+
+
+# ---- a fix that did not help is never "verified" -------------------------------------------------------
+
+def test_a_fix_that_did_not_help_is_never_printed_as_verified():
+    from nn_doctor.catalogue import Step
+    from nn_doctor.render import render_junit, render_markdown, render_text
+    from nn_doctor.report import Finding, Report
+    r = Report("full-report")
+    r.step(Step.HYPERPARAMETERS)
+    worse = Finding("H302", "batch 256 is far from the probes' best", "set training.batch_size: 32",
+                    patch={"training.batch_size": 32},
+                    verified={"probe": "training.batch_size=32", "loss": "validation", "loss_before": 0.1,
+                              "loss_after": 24.0, "improved": False,
+                              "result": "the fix did not clearly help in a probe of the same length"})
+    r.add(worse)
+    r.finalize()
+    assert worse.fix_status == "not confirmed" and r.to_dict()["findings"][0]["fix_status"] == "not confirmed"
+    for text in (render_text(r), render_markdown(r), render_junit(r)):
+        assert "not confirmed" in text.lower()
+        assert "verified" not in text.lower()
+    # a warning whose fix did not help is not the first fix
+    assert r.first_fix is None
+
+
+# ---- the bundled example: the written spec holds up ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundled_fixed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundled") / "fixed.yaml"
+    result = CliRunner().invoke(app, ["full-report", "--quiet", "--format", "json", "--write-fixed", str(out)])
+    return json.loads(result.output), out
+
+
+def test_bundled_example_treatment_path_and_written_spec(bundled_fixed):
+    report, out = bundled_fixed
+    assert report["first_fix"] == "D104"
+    t = report["probes"]["treatment"]
+    assert [p["code"] for p in t["path"]][0] == "D104"
+    assert t["final"]["verdict"] in ("healthy", "warnings") and t["final"]["value"] >= 0.9
+    written = yaml.safe_load(out.read_text())
+    assert written["data"]["normalize"] == "standardize"
+    assert "x_key" not in written["data"] and "y_key" not in written["data"]   # only the user's keys + fixes
+    assert "verdict" in out.read_text().splitlines()[2]                       # the header says how it scored
+
+
+def test_bundled_example_written_spec_runs_again_without_error_or_reversal(bundled_fixed):
+    report, out = bundled_fixed
+    again = json.loads(CliRunner().invoke(app, ["full-report", "--config", str(out), "--quiet", "--format",
+                                                "json"]).output)
+    assert not [f for f in again["findings"] if f["severity"] == "error"], again["findings"]
+    written = yaml.safe_load(out.read_text())
+    # no later finding undoes an earlier fix (the old loop said "raise the lr back to 0.1")
+    for f in again["findings"]:
+        assert "data.normalize: none" not in f["fix"]
+        if f["code"] in ("H300", "H301") and f["severity"] != "info":
+            assert False, f"the repaired spec still gets {f['code']}: {f['message']} (lr {written['optimizer']['lr']})"

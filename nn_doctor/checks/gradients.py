@@ -19,13 +19,10 @@ from typing import Any
 from ..model import SATURATING
 from ..probe import ProbeRecord
 from ..report import Finding
-from . import as_list, check, codes_for_step
+from . import check, codes_for_step
 from .context import ProbeContext
+from .model import canon, hidden_activations, layer_dicts, recommended_init, relu_instead_of_saturating, weight_layers
 from .user_step import params_left_alone
-from .model import (canon, check_capacity_mismatch, check_init_scale_mismatch, check_loss_task_mismatch,
-                    check_output_activation_mismatch, check_output_size_mismatch, check_saturating_deep_network,
-                    check_symmetric_init, hidden_activations, layer_dicts, recommended_init,
-                    relu_instead_of_saturating, weight_layers)
 
 GRADIENT_CODES = codes_for_step("G")   # the catalogue's codes of this step
 
@@ -538,51 +535,13 @@ def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
                           "thresholds": {"fraction": TINY_FRACTION, "floor": TINY_FLOOR}}
     if floor:
         ev["loss_floor"] = floor
-    # the step 2 findings that explain a model that cannot memorise 10 samples, errors first
-    related = []
-    for fn in (check_output_activation_mismatch, check_loss_task_mismatch, check_output_size_mismatch,
-               check_symmetric_init, check_saturating_deep_network, check_init_scale_mismatch,
-               check_capacity_mismatch):
-        try:
-            found = [f for f in as_list(fn(ctx)) if f.severity.rank >= 1 and f.evidence.get("kind") != "too big"]
-        except Exception:
-            found = []
-        related += found[:1]
-    related.sort(key=lambda f: -f.severity.rank)
-    related += _training_explanations(ctx)
-    patch = None
-    fix = "an implementation or label bug: check the step 2 findings (output layer, loss, init) and the labels"
-    severity = None
-    if related:
-        ev["related"] = [f.code for f in related]
-        fix = f"{related[0].code}: {related[0].fix}"
-        patch = related[0].patch
-        # explained by an earlier step's finding: not an implementation bug, and the report's first fix
-        # must be that finding, not this symptom (fault zoo: a deep sigmoid net, weight decay 1.0, plain
-        # sgd on digits and a 2-unit bottleneck all made G407 the first fix over their real cause)
-        severity = "warning"
+    # Which earlier finding explains it (an output activation, the init, the lr, ...) is the triage pass's
+    # call (catalogue EXPLAINED_BY): the report then lists this as that finding's symptom, never first.
+    fix = ("an implementation or label bug, unless an earlier finding explains it (the report links it): check "
+           "the output layer and loss, the init and the labels")
     return Finding("G407", f"cannot overfit {n} samples: loss {rec.initial_loss:.3g} -> {rec.final_loss:.3g} after "
                            f"{rec.steps_run} steps at lr {lr:g} ({end / start:.0%} of the start; near zero is "
-                           f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev, severity=severity, patch=patch)
-
-
-def _training_explanations(ctx: ProbeContext) -> list[Finding]:
-    """The step 3 findings that explain a tiny probe that cannot memorise: a regularisation strong enough to
-    hold the fit back (H303; the tiny probe drops dropout but keeps weight decay) and an optimizer that adam
-    clearly beats (H307; the tiny probe uses the configured one)."""
-    out: list[Finding] = []
-    try:
-        from . import hyper
-    except Exception:   # the step 3 module is optional here
-        return out
-    for code, cond, fn in (("H303", "over_regularized", "check_over_regularized"),
-                           ("H307", "adam_clearly_better", "check_optimizer_choice")):
-        try:
-            if getattr(hyper, cond)(ctx) is not None:
-                out += [f for f in as_list(getattr(hyper, fn)(ctx)) if f.code == code][:1]
-        except Exception:
-            continue
-    return out
+                           f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev)
 
 
 # ---- G409 ------------------------------------------------------------------------------------
