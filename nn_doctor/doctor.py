@@ -20,7 +20,9 @@ from .report import Finding, Report
 from .session import Options, Session, display_path, steps_per_epoch
 from .spec import Spec
 
-DEFAULT_BUDGET_S = 120.0      # full-report's default wall-clock budget; small tabular data needs a few seconds
+DEFAULT_BUDGET_S = 60.0       # full-report's default wall-clock budget: small tables need a few seconds, and no run on
+                              # <= 2,000 rows may take longer than a minute (probes and treatment rounds that would
+                              # not finish in time are skipped and named)
 
 __all__ = ["DEFAULT_BUDGET_S", "INIT_VARIANTS", "LR_PROBE_STEPS", "Options", "Session", "check_data",
            "display_path", "full_report", "probe_init", "probe_lr", "steps_per_epoch"]
@@ -159,7 +161,8 @@ def diagnose(s: Session, step_fn: Any = None) -> None:
         s.report.skip_step(Step.RESOURCES, "the model does not build (M200)")
         return
     run_probes(s)
-    if step_fn is not None:
+    from .checks import probes_needed
+    if step_fn is not None and "user_step" in probes_needed(s.select, s.ignore):
         from .user_step import diagnose_step
         s.progress.plan(1, "checking your training step")
         s.ctx.user_step = diagnose_step(step_fn, s.spec, s.data, s.seed, ref=s.spec.training.step)

@@ -91,9 +91,11 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
 
 
 def run_probes(s: Session) -> None:
-    """Every probe full-report needs, in rounds of independent probes."""
+    """Every probe the enabled checks need (checks.PROBES_NEEDED), in rounds of independent probes."""
     from . import lr_search as L
+    from .checks import probes_needed
     spec, ctx, arrays = s.spec, s.ctx, s.arrays
+    need = probes_needed(s.select, s.ignore)
     n = len(arrays.X)
     spe = steps_per_epoch(spec, n)
     base_steps = int(min(BASELINE_MAX_STEPS, max(BASELINE_MIN_STEPS, spec.training.epochs * spe)))
@@ -103,9 +105,9 @@ def run_probes(s: Session) -> None:
     # The baseline (configured spec: curves, gradients, init stats) and the probes that depend on nothing
     # else: batch sizes, regularisation, optimizer comparison. They run in the lr decades' round.
     r1 = [s.task("baseline", spec, "baseline (configured spec)", steps=base_steps, eval_every=eval_every,
-                 record_every=max(1, base_steps // 10))]
+                 record_every=max(1, base_steps // 10))] if "baseline" in need else []
     samples = min(BATCH_SAMPLES_EPOCHS * n, BATCH_SAMPLES_STEPS * bs)
-    for factor in (1.0,) + BATCH_FACTORS:
+    for factor in ((1.0,) + BATCH_FACTORS) if "batch" in need else ():
         b = int(max(8, min(n, round(bs * factor))))
         if factor != 1.0 and b == bs:
             continue
@@ -113,11 +115,11 @@ def run_probes(s: Session) -> None:
         r1.append(s.task(("batch", b), spec.with_overrides(**{"training.batch_size": b}), f"batch {b}",
                          {"training.batch_size": b}, steps=steps, batch_size=b, eval_every=max(1, steps // 5),
                          record_every=0, instrument=False))
-    weaker = weaker_regularization(spec)
+    weaker = weaker_regularization(spec) if "regularization" in need else None
     if weaker:
         r1.append(s.task(("reg", "weaker"), spec.with_overrides(**weaker), "weaker regularisation", weaker,
                          steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
-    if spec.optimizer.name == "sgd":
+    if spec.optimizer.name == "sgd" and "optimizer" in need:
         adam = {"optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0}
         r1.append(s.task(("opt", "adam"), spec.with_overrides(**adam), "optimizer adam", adam,
                          steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
@@ -136,17 +138,25 @@ def run_probes(s: Session) -> None:
             ctx.optimizers["adam"] = rec
 
     # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another).
-    lr = L.run_search(s, alongside=r1, on_alongside=keep)
+    if "lr" in need:
+        lr = L.run_search(s, alongside=r1, on_alongside=keep)
+    else:
+        lr = None
+        for t, rec in zip(r1, s.run_round(r1, "probes: baseline, batch sizes, regularisation")):
+            keep(t, rec)
     if ctx.baseline is not None and "configured" not in ctx.optimizers:
         ctx.optimizers["configured"] = ctx.baseline
     # Round 5: a working lr for the capacity and tiny-batch tests: the recommendation, else the configured lr.
-    ctx.working_lr = lr.recommended or spec.optimizer.lr
+    ctx.working_lr = (lr.recommended if lr is not None else None) or spec.optimizer.lr
     working = spec.with_overrides(**{"optimizer.lr": ctx.working_lr})
-    r5 = [s.task("subset", working, f"fit {min(SUBSET_ROWS, n)} rows", {"optimizer.lr": ctx.working_lr},
-                 steps=SUBSET_STEPS, subset=SUBSET_ROWS, eval_every=0, record_every=0, instrument=False),
-          s.task("tiny", no_dropout(working), f"overfit {TINY_ROWS} rows", {"optimizer.lr": ctx.working_lr},
-                 steps=TINY_STEPS, subset=TINY_ROWS, batch_size=TINY_ROWS, eval_every=0, record_every=0,
-                 instrument=False)]
+    r5 = []
+    if "subset" in need:
+        r5.append(s.task("subset", working, f"fit {min(SUBSET_ROWS, n)} rows", {"optimizer.lr": ctx.working_lr},
+                         steps=SUBSET_STEPS, subset=SUBSET_ROWS, eval_every=0, record_every=0, instrument=False))
+    if "tiny" in need:
+        r5.append(s.task("tiny", no_dropout(working), f"overfit {TINY_ROWS} rows", {"optimizer.lr": ctx.working_lr},
+                         steps=TINY_STEPS, subset=TINY_ROWS, batch_size=TINY_ROWS, eval_every=0, record_every=0,
+                         instrument=False))
     for t, rec in zip(r5, s.run_round(r5, "probes: capacity and tiny batch")):
         if rec.stopped != "skipped":
             setattr(ctx, "subset_fit" if t.key == "subset" else "tiny", rec)
@@ -181,9 +191,13 @@ def no_dropout(spec: Spec) -> Spec:
 def resources(s: Session) -> None:
     """Memory and throughput facts for R501-R503; on CUDA, the configured batch is tried for real and an
     out-of-memory is caught, the memory freed, and the largest batch that fits found by bisection."""
+    from .checks import probes_needed
     from .probe import memory_probe
     ctx, spec = s.ctx, s.spec
     bs = spec.training.batch_size
+    if "memory" not in probes_needed(s.select, s.ignore):
+        ctx.env = dict(s.report.environment)
+        return
     mem: dict[str, Any] = {"batch_size": bs, "device": ctx.device}
     if s.data.device.type == "cuda":
         res = memory_probe(spec, s.data, bs, s.seed)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ArrayData
+from .scaling import normalize_features, standardize_target
 from .model import apply_init, build_loss, build_model, build_optimizer, layer_table
 from .spec import Spec
 
@@ -154,22 +155,9 @@ class DeviceData:
         key = (normalize, normalize_target and self.task == "regression")
         if key not in self._cache:
             X, Xv, y, yv = self._X, self._Xv, self.y, self.y_val
-            if normalize != "none":
-                # per feature for tables, per channel for (N, C, ...) arrays
-                dims = (0,) if X.dim() == 2 else (0,) + tuple(range(2, X.dim()))
-                if X.dim() == 3:      # sequences (N, T, F): per feature over samples and time
-                    dims = (0, 1)
-                if normalize == "standardize":
-                    mu, sd = X.mean(dim=dims, keepdim=True), X.std(dim=dims, keepdim=True)
-                    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
-                    X, Xv = (X - mu) / sd, (None if Xv is None else (Xv - mu) / sd)
-                else:
-                    lo, hi = X.amin(dim=dims, keepdim=True), X.amax(dim=dims, keepdim=True)
-                    rng = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-                    X, Xv = (X - lo) / rng, (None if Xv is None else (Xv - lo) / rng)
+            X, Xv = normalize_features(X, Xv, normalize)
             if key[1]:
-                mu, sd = y.mean(dim=0, keepdim=True), y.std(dim=0, keepdim=True).clamp_min(1e-12)
-                y, yv = (y - mu) / sd, (None if yv is None else (yv - mu) / sd)
+                y, yv = standardize_target(y, yv)
             self._cache[key] = (X, y, Xv, yv)
         return self._cache[key]
 

@@ -166,9 +166,10 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
         if chosen is None:
             break
         left = s.clock.left()
-        last = path[-1]["round_s"] if path else None
-        if left is not None and last is not None and left < ROUND_TIME_FACTOR * last:
-            stop = "the budget ran out"
+        # a round costs about what the first diagnosis and its fix tests cost (or the last round)
+        last = path[-1]["round_s"] if path else s.clock.elapsed()
+        if left is not None and left < ROUND_TIME_FACTOR * last:
+            stop = f"the budget would run out before another round (--budget {s.clock.budget_s:g} s)"
             break
         t0 = s.clock.elapsed()
         try:
