@@ -28,8 +28,8 @@ NEEDS = {
     "lr": "the learning-rate probes",
     "batch": "the batch-size probes (or the memory probe's out-of-memory result)",
     "regularization": "the weaker-regularisation probe",
-    "optimizers": "the adam probe",
-    "subset_fit": "a fit of a small training subset",
+    "optimizer": "the adam probe",
+    "subset": "a fit of a small training subset",
     "tiny": "the ~10-sample overfit probe",
     "user_step": "the harness's record of the user's training step",
     "memory": "the memory probe (or what the Monitor measured)",
@@ -44,33 +44,50 @@ PROVIDES = {
 }
 
 
+# The probe group (nn_doctor/plan.py's names) that produces each input a check can read
+INPUT_PROBES = {"init": "baseline", "curves": "baseline", "layers": "baseline", "timing": "baseline", "lr": "lr",
+                "batch": "batch", "regularization": "regularization", "optimizer": "optimizer", "subset": "subset",
+                "tiny": "tiny", "user_step": "user_step", "memory": "memory"}
+
+
 @dataclass(frozen=True)
 class Check:
     code: str
     func: Callable[[Any], CheckResult]
-    needs: frozenset[str] = frozenset()
+    needs: frozenset[str] = frozenset()   # what it must have to judge (a producer without them cannot run it)
+    uses: frozenset[str] = frozenset()    # what it also reads when present (a deferral, a sharper fix)
 
     @property
     def spec(self) -> FindingSpec:
         return CATALOGUE[self.code]
 
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """The probe groups the planner runs for this check: those producing what it needs or uses."""
+        return tuple(sorted({INPUT_PROBES[x] for x in self.needs | self.uses if x in INPUT_PROBES}))
+
 
 REGISTRY: dict[str, Check] = {}
+# code -> the probe groups its check reads; filled as the check modules register (derived, never written)
+PROBES_NEEDED: dict[str, tuple[str, ...]] = {}
 
 
-def check(code: str, needs: Iterable[str] = ("spec",)) -> Callable[[Callable[[Any], CheckResult]],
-                                                                 Callable[[Any], CheckResult]]:
-    """Register `func` as the check for `code` (one check per code); `needs` names what it reads (NEEDS)."""
+def check(code: str, needs: Iterable[str] = ("spec",), uses: Iterable[str] = ()) -> Callable[
+        [Callable[[Any], CheckResult]], Callable[[Any], CheckResult]]:
+    """Register `func` as the check for `code` (one check per code); `needs` names what it must read and
+    `uses` what it reads when present (both from NEEDS)."""
     if code not in CATALOGUE:
         raise ValueError(f"{code} is not in the catalogue")
-    wanted = frozenset(needs)
-    if wanted - set(NEEDS):
-        raise ValueError(f"{code}: unknown needs {sorted(wanted - set(NEEDS))}")
+    wanted, optional = frozenset(needs), frozenset(uses)
+    if (wanted | optional) - set(NEEDS):
+        raise ValueError(f"{code}: unknown inputs {sorted((wanted | optional) - set(NEEDS))}")
 
     def register(func: Callable[[Any], CheckResult]) -> Callable[[Any], CheckResult]:
         if code in REGISTRY:
             raise ValueError(f"{code} registered twice ({REGISTRY[code].func.__name__}, {func.__name__})")
-        REGISTRY[code] = Check(code, func, wanted)
+        REGISTRY[code] = chk = Check(code, func, wanted, optional)
+        if chk.probes:
+            PROBES_NEEDED[code] = chk.probes
         return func
     return register
 
@@ -121,27 +138,11 @@ def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str]
 
 
 # ---- what each check needs -------------------------------------------------------------------------
-# The probes a check reads (nn_doctor/plan.py runs only those the enabled codes need: `--select D1` trains
-# nothing, `--select H300` runs only the lr search). Codes not listed need only the data or the built model.
-PROBES_NEEDED: dict[str, tuple[str, ...]] = {
-    "M204": ("baseline",), "M205": ("baseline",), "M206": ("baseline",), "M207": ("baseline",),
-    "M208": ("subset", "lr"),
-    "H300": ("lr",), "H301": ("lr",),
-    "H302": ("baseline", "batch", "lr"),
-    "H303": ("baseline", "regularization", "lr"),
-    "H304": ("baseline",), "H306": ("baseline",), "H308": ("baseline",),
-    "H305": ("baseline", "batch", "lr", "optimizer", "regularization"),
-    "H307": ("baseline", "optimizer"),
-    "G400": ("baseline",), "G401": ("baseline",), "G402": ("baseline", "lr"), "G403": ("baseline",),
-    "G404": ("baseline",), "G405": ("baseline",), "G406": ("baseline", "lr"),
-    "G407": ("tiny", "lr"),
-    "G408": ("user_step",),
-    "R501": ("memory",), "R502": ("memory",), "R503": ("baseline",),
-}
-
-
 def probes_needed(select: list[str], ignore: list[str]) -> set[str]:
-    """The probe groups the enabled codes read."""
+    """The probe groups the enabled codes read (nn_doctor/plan.py runs only those: `--select D1` trains
+    nothing, `--select H300` runs only the lr search)."""
+    for letter in STEP_LETTERS:
+        load_checks(letter)
     return {p for code in CATALOGUE if enabled(code, select, ignore) for p in PROBES_NEEDED.get(code, ())}
 
 

@@ -294,7 +294,7 @@ def total_grad_norms(rec: ProbeRecord) -> list[tuple[int, float | None]]:
     return out
 
 
-@check("G402", needs=("layers",))
+@check("G402", needs=("layers",), uses=("lr",))
 def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
     """G402 exploding-gradients: total grad norm very large, growing fast, or overflowing."""
     rec = _record(ctx)
@@ -468,7 +468,7 @@ def update_ratios(rec: ProbeRecord) -> dict[str, float]:
     return out
 
 
-@check("G406", needs=("layers",))
+@check("G406", needs=("layers",), uses=("lr",))
 def check_update_ratio(ctx: ProbeContext) -> Finding | None:
     """G406 update-ratio: the update-to-weight norm ratio far from ~1e-3."""
     rec = _record(ctx)
@@ -518,7 +518,7 @@ def loss_floor(ctx: ProbeContext) -> float:
     return -(p_true * math.log(p_true) + (C - 1) * p_other * math.log(p_other))
 
 
-@check("G407", needs=("spec", "tiny"))
+@check("G407", needs=("spec", "tiny"), uses=("lr",))
 def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
     """G407 cannot-overfit-small-batch: ~10 samples, many steps, and the loss does not approach zero."""
     rec = ctx.tiny

@@ -292,7 +292,7 @@ def check_lr_too_low(ctx: ProbeContext) -> Finding | None:
 
 # ---- H302 / H303: batch size and regularisation ------------------------------------------------------
 
-@check("H302", needs=("spec", "batch", "memory"))
+@check("H302", needs=("spec", "batch"), uses=("curves", "lr", "memory"))
 def check_batch_size(ctx: ProbeContext) -> Finding | None:
     """H302 batch-size: another batch size fits clearly better at equal samples seen, or the configured
     one does not fit in memory.
@@ -415,7 +415,7 @@ def over_regularized(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | Non
     return conf, weak
 
 
-@check("H303", needs=("spec", "regularization"))
+@check("H303", needs=("spec", "regularization"), uses=("curves", "lr"))
 def check_over_regularized(ctx: ProbeContext) -> Finding | None:
     """H303 over-regularized: a weaker weight decay / dropout fits clearly better and validates no worse."""
     found = over_regularized(ctx)
@@ -496,7 +496,7 @@ def _ratio(end: float | None, start: float | None) -> float | None:
     return end / start if end is not None and start and start > 0 else None
 
 
-@check("H305", needs=("curves",))
+@check("H305", needs=("curves",), uses=("batch", "lr", "optimizer", "regularization"))
 def check_underfitting(ctx: ProbeContext) -> Finding | None:
     """H305 underfitting: training and validation loss both stay high, and the lr is not the reason."""
     run = run_curves(ctx)
@@ -598,7 +598,7 @@ def adam_clearly_better(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | 
     return conf, adam
 
 
-@check("H307", needs=("spec", "optimizers"))
+@check("H307", needs=("spec", "optimizer"), uses=("curves",))
 def check_optimizer_choice(ctx: ProbeContext) -> Finding | None:
     """H307 optimizer-choice: Adam at 1e-3 trains clearly faster than the configured optimizer."""
     found = adam_clearly_better(ctx)

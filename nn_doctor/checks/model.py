@@ -496,7 +496,7 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
 
 # ---- M206 ------------------------------------------------------------------------------------
 
-@check("M206", needs=("spec", "model"))
+@check("M206", needs=("spec", "model"), uses=("init",))
 def check_saturating_deep_network(ctx: ProbeContext) -> Finding | None:
     """M206 saturating-deep-network: many sigmoid/tanh layers without normalisation or residual connections."""
     s = ctx.model_summary
@@ -610,7 +610,7 @@ def widths(layers: list[dict]) -> list[int]:
     return [int(l.get("out") or 0) for l in layers if canon(l["type"]) == "linear"][:-1]
 
 
-@check("M208", needs=("spec", "subset_fit", "arrays"))
+@check("M208", needs=("spec", "subset", "arrays"), uses=("lr",))
 def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
     """M208 capacity-mismatch: cannot fit a small subset while small, or far more parameters than rows."""
     found = []
