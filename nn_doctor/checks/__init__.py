@@ -1,7 +1,10 @@
 """The check registry: one small function per finding code (ruff's rule functions, smdebug's rules).
 
-A check is registered with `@check("D104")`; it receives the step's context object (data stats, probe
-records, ...) and returns a Finding, a list of them, or None. It never prints. `run_checks` runs the
+A check is registered with `@check("D104", needs=(...), uses=(...))`: the inputs it must have and those it
+reads when present (NEEDS). From these alone follow which codes a producer can check (codes_for_source:
+the Monitor, a loss log) and which probes the planner runs for the enabled codes (PROBES_NEEDED). A check
+receives the step's context object (data stats, probe records, ...) and returns a Finding, a list of
+them, or None; it is the only place its code is decided. It never prints. `run_checks` runs the
 enabled checks of a step in catalogue order; a check that raises becomes a crashed step row with the
 exception text (flutter doctor's crash validator), never a traceback.
 """
@@ -18,7 +21,7 @@ CheckResult = Finding | Iterable[Finding] | None
 
 # What a check reads, named so a producer can say what it provides (and a planner what to run):
 NEEDS = {
-    "data": "the table statistics (checks/data.py's DataContext)",
+    "data": "the table statistics (nn_doctor.data_stats.DataContext)",
     "spec": "the spec (model, loss, optimizer, training settings)",
     "model": "the model built from the spec, or why it does not build",
     "arrays": "the numeric training/validation data the probes use",
@@ -26,7 +29,7 @@ NEEDS = {
     "curves": "the run's training/validation loss curves (the baseline probe, a monitored run or a log)",
     "layers": "the run's per-layer statistics (the baseline probe or a monitored run)",
     "lr": "the learning-rate probes",
-    "batch": "the batch-size probes (or the memory probe's out-of-memory result)",
+    "batch": "the batch-size probes",
     "regularization": "the weaker-regularisation probe",
     "optimizer": "the adam probe",
     "subset": "a fit of a small training subset",
