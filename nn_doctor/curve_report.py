@@ -21,12 +21,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from . import curves
 from .catalogue import Step
 from .report import Report
+from .series import thin
 
 LOGGED_STEPS = (Step.HYPERPARAMETERS, Step.GRADIENTS)   # what two loss curves can tell
+LOG_PLOT_POINTS = 500     # logged points kept per curve for the HTML plot (enough for a 700 px wide line)
+
+
+def _points(series: curves.Series) -> list[list[Any]]:
+    """[[x, loss], ...] as logged (None for a non-finite value): every k-th point of a long log, and the last."""
+    pts = list(series)
+    kept = thin(pts, LOG_PLOT_POINTS)["values"]
+    if pts and kept[-1] is not pts[-1]:
+        kept.append(pts[-1])
+    return [[x, y] for x, y in kept]
 
 
 def check_curves(path: str | Path, train_col: str | None = None, val_col: str | None = None,
@@ -61,9 +73,12 @@ def check_curves(path: str | Path, train_col: str | None = None, val_col: str | 
         report.step(Step.HYPERPARAMETERS).summary = (
             f"{info['train_points']} training points" + (f", {info['val_points']} validation" if log.val else "")
             + (f", pattern {pattern}" if pattern else ""))
-        report.probes["curves"] = {**({"pattern": pattern, "reason": h306.evidence["reason"]} if h306 else {}),
+        judged = {k: h306.evidence[k] for k in ("pattern", "reason", "still_falling")} if h306 is not None else {}
+        report.probes["curves"] = {**judged,
                                    **{k: info[k] for k in ("path", "rows", "train_col", "val_col", "step_col",
-                                                           "train_points", "val_points", "unparsed_cells")}}
+                                                           "train_points", "val_points", "unparsed_cells")},
+                                   # the logged values as read (thinned), for the HTML report's plot
+                                   "train": _points(log.train), "val": _points(log.val) if log.val else None}
     if not any(r.checks_run for r in report.steps.values()):
         raise UsageError("no check ran: --select/--ignore leave nothing to run for this command")
     report.timing["total_s"] = time.perf_counter() - t0

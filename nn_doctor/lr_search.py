@@ -142,7 +142,7 @@ def summarize(lr: float, rec: ProbeRecord, status: LrStatus) -> dict[str, Any]:
             "reference_loss": rec.reference_loss,
             "best_loss": min(finite, default=None),
             "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
-            "error": rec.error, "curve": sm[::step]}
+            "error": rec.error, "curve": sm[::step], "curve_every": step}
 
 
 def _fmt(lr: float) -> str:

@@ -143,7 +143,8 @@ def run_curves(ctx: ProbeContext) -> RunCurves | None:
     verdict = baseline_verdict(ctx)
     if verdict is None:
         return None
-    ev = {"pattern": verdict.pattern, "reason": verdict.reason, **verdict.evidence}
+    ev = {"pattern": verdict.pattern, "reason": verdict.reason, "still_falling": verdict.still_falling,
+          **verdict.evidence}
     if ctx.curve is not None:
         log = ctx.curve
         t, v = verdict.evidence.get("train") or {}, verdict.evidence.get("val") or {}
