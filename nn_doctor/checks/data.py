@@ -10,6 +10,8 @@ used into `evidence["thresholds"]`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Any
 
 import numpy as np
@@ -109,12 +111,22 @@ def _feature_word(ctx: DataContext) -> str:
 
 # ---- the checks ------------------------------------------------------------------------------------
 
+@dataclass
+class UnreadableData:
+    """What full-report knows when the loader refused the data: the message and the configured path."""
+    error: str
+    path: str
+
+
 @check("D100", needs=("data",))
 def check_data_unreadable(ctx: DataContext) -> Finding | None:
     """D100 data-unreadable: no training rows, or feature and target row counts that differ.
 
-    File, parse and missing-target errors are raised by the loader (DataError) before a context exists.
+    File, parse and missing-target errors are raised by the loader (DataError) before statistics exist: full-report
+    hands them over as an UnreadableData context, so that this check alone reports them too.
     """
+    if isinstance(ctx, UnreadableData):
+        return Finding("D100", ctx.error, "fix the data path or the file named in the message", {"path": ctx.path})
     ds = ctx.ds
     problems = []
     for part, X, y in (("training", ds.X, ds.y), ("validation", ds.X_val, ds.y_val)):
