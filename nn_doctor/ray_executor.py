@@ -325,9 +325,6 @@ def _gcs_check(ray, address: str, host: str, port: int) -> None:
     raise UsageError(f"something listens at {address}, but it is not a Ray cluster's GCS: {_line(err)}")
 
 
-_CHECKED: set[str] = set()          # addresses that passed check_cluster in this process
-
-
 def check_cluster(address: str | None) -> None:
     """Fail within seconds, with one line (a UsageError), when the cluster at `address` (else $RAY_ADDRESS)
     cannot be used: nothing listens there (refused, unroutable), what listens is not a Ray head, or it
@@ -335,7 +332,7 @@ def check_cluster(address: str | None) -> None:
     Without an address (a local Ray is started) or with one that is not host:port, nothing to check."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     hp = _host_port(address) if address else None
-    if hp is None or address in _CHECKED:
+    if hp is None:
         return
     _tcp_check(address, *hp)
     if "://" in address:        # ray:// is Ray Client's own protocol: ray.init decides
@@ -343,7 +340,6 @@ def check_cluster(address: str | None) -> None:
     ray = _import_ray()
     _token_check()
     _gcs_check(ray, address, *hp)
-    _CHECKED.add(address)
 
 
 def _init_ray(ray, address: str | None) -> bool:
