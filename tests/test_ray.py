@@ -532,6 +532,22 @@ def test_a_running_cluster_refuses_a_missing_or_wrong_token_with_one_line_fast(r
 
 # ---- rounds: timing in the executors ------------------------------------------------------------------
 
+def test_a_round_is_submitted_longest_first_and_returned_in_order(wine):
+    spec = parse_spec(yaml.safe_load((CONFIGS / "wine.yaml").read_text()), CONFIGS)
+    tasks = [ProbeTask(key=i, spec=spec, settings=ProbeSettings(name=f"p{i}", steps=steps, seed=0, eval_every=0,
+                                                                batch_size=batch), label=f"p{i}")
+             for i, (steps, batch) in enumerate([(10, 32), (40, 32), (20, 8), (20, 32)])]
+    ex = executor(wine, CONFIGS)
+    sent = counting_submits(ex)
+    try:
+        recs = ex.run_round(tasks)
+    finally:
+        ex.close()
+    assert sent == [1, 3, 0, 2]                              # steps x batch: 1280, 640, 320, 160
+    assert [r.name for r in recs] == ["p0", "p1", "p2", "p3"]
+    assert [r.steps_run for r in recs] == [10, 40, 20, 20]
+
+
 def test_every_round_is_timed_by_the_executor(wine):
     """Each run_round adds {round, probes, wall_s, probe_s}; on Ray the probes of a round run side by side,
     so the round takes less than its probes one after another; locally about the same."""
