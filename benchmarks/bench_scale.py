@@ -39,7 +39,9 @@ once); case 4 uses a persistent cluster, as a user who outgrew one machine runs 
    (RAY_AUTH_MODE=token and a fresh RAY_AUTH_TOKEN), on 127.0.0.1 and its own ports and temp dir; the
    command joins it with --ray-address, as a second command would, and the cluster is stopped after
    it. Its start is not counted (it is up before the command); joining it and warming its workers
-   are. Printed: wall, local wall / Ray wall, each round (probes, wall, Σ probe time), the critical
+   are. Local runs before the clusters and again after them (--no-long-bracket: before only), and the
+   ratios are against the mean of the two, as a shared machine's load drifts over the ~10 minutes.
+   Printed: wall, local wall / Ray wall, each round (probes, wall, Σ probe time), the critical
    path (Σ round walls), and whether the findings are the local ones (codes and messages, except the
    measured time/memory of R502/R503). With --gpu-shares (CUDA), the same report on the GPU
    (--long-device cuda is implied), on a cluster of all CPUs and GPUs, at each --gpus-per-probe share:
@@ -400,8 +402,8 @@ def long_case(args, tmp: str, cpus: int) -> None:
           f"probe run to its end ({args.long_steps} steps) {short:.1f}-{max(lr_walls or walls):.1f} s"
           f"{'' if short >= LONG_PROBE_S else f', under the {LONG_PROBE_S:.0f} s aimed at: raise --long-steps'}"
           f"; probe time {sum(walls):.1f} s in all")
-    rows = [("local", lwall, 1.0, sum(r["wall_s"] for r in lrounds), True, lrounds, "")]
     runs = [(w, None) for w in counts] + [(cpus, share) for share in shares]
+    rows = []
     for w, share in runs:
         n_gpus = torch.cuda.device_count() if share else 0
         cluster = Cluster(w, n_gpus)
@@ -412,8 +414,21 @@ def long_case(args, tmp: str, cpus: int) -> None:
         finally:
             cluster.stop()
         name = f"ray, {w} worker{'s' if w > 1 else ''}" if share is None else f"ray, {share:g} GPU/probe"
-        rows.append((name, rwall, lwall / rwall, sum(r["wall_s"] for r in rrounds), findings(rep) == findings(ref),
+        rows.append((name, rwall, None, sum(r["wall_s"] for r in rrounds), findings(rep) == findings(ref),
                      rrounds, ""))
+    local_walls = [lwall]
+    if args.long_bracket:       # the load of a shared machine drifts: local again, after the Ray runs
+        print(f"   {load()} before local again")
+        lwall2, rep2, lrounds2, _ = long_run(config, args.long_steps, "local")
+        local_walls.append(lwall2)
+        rows.append(("local, again", lwall2, None, sum(r["wall_s"] for r in lrounds2), findings(rep2) == findings(ref),
+                     lrounds2, ""))
+    base = sum(local_walls) / len(local_walls)
+    rows.insert(0, ("local", lwall, None, sum(r["wall_s"] for r in lrounds), True, lrounds, ""))
+    rows = [(n, w, base / w, c, same, rr, x) for n, w, _, c, same, rr, x in rows]
+    if len(local_walls) > 1:
+        print(f"   vs local = the mean local wall ({base:.1f} s, of {' and '.join(f'{w:.1f}' for w in local_walls)}) "
+              f"/ the row's wall")
     print(f"   {'executor':<20}{'wall s':>8}{'vs local':>10}{'critical path s':>17}  same findings  rounds "
           f"(probes, wall / Σ probe s)")
     for name, wl, ratio, crit, same, rounds, _ in rows:
@@ -436,6 +451,9 @@ def main() -> None:
     ap.add_argument("--long-depth", type=int, default=LONG_DEPTH, help="case 4's hidden layers")
     ap.add_argument("--long-steps", type=int, default=LONG_STEPS, help="case 4's lr probe length (steps)")
     ap.add_argument("--long-device", default="cpu", choices=("cpu", "cuda"), help="case 4's device")
+    ap.add_argument("--long-bracket", action=argparse.BooleanOptionalAction, default=True,
+                    help="case 4: run local again after the Ray runs and compare with the mean (a shared "
+                         "machine's load drifts)")
     ap.add_argument("--gpu-shares", default="",
                     help="case 4 on CUDA: --gpus-per-probe values to try on a cluster of all CPUs and GPUs "
                          "(e.g. 1,0.5,0.25)")
