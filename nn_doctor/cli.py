@@ -85,8 +85,15 @@ BATCH = typer.Option(None, "--batch-size", help="Override training.batch_size.")
 DATA = typer.Option(None, "--data", help="Override data.path.")
 TARGET = typer.Option(None, "--target", help="Override data.target.")
 EXECUTOR = typer.Option("local", "--executor", help="Where probes run: local (in-process) or ray.")
-RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray).")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="A running Ray cluster's head, HOST:PORT (default: $RAY_ADDRESS, else a new local Ray); token auth: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN.")
 GPUS_PER_PROBE = typer.Option(None, "--gpus-per-probe", help="GPUs each Ray probe task asks for (fractions share a GPU).")
+
+
+def _check_cluster(executor: str, ray_address: Optional[str]) -> None:
+    """--executor ray on a cluster that cannot be used fails first, in seconds, before pandas and torch load."""
+    if executor == "ray":
+        from .ray_executor import check_cluster
+        check_cluster(ray_address)
 
 
 def _options(**kw):
@@ -198,6 +205,7 @@ def probe_lr(
 ) -> None:
     """Step 3's lr probe: short trainings from 0.1 down to 1e-4, then a bisection to the edge of stability."""
     def build():
+        _check_cluster(executor, ray_address)
         from .doctor import probe_lr as run
         return run(_options(config=config, max_lr=max_lr, min_lr=min_lr, steps=steps, lr=lr, batch_size=batch_size,
                             data=data, target=target, device=device, seed=seed, budget=budget, executor=executor,
@@ -221,6 +229,7 @@ def probe_init(
 ) -> None:
     """Step 2's init probe: the configured init and default/he/xavier/lecun/orthogonal, with per-layer stats."""
     def build():
+        _check_cluster(executor, ray_address)
         from .doctor import probe_init as run
         return run(_options(config=config, steps=steps, lr=lr, batch_size=batch_size, data=data, target=target,
                             device=device, seed=seed, budget=budget, executor=executor, ray_address=ray_address,
@@ -243,6 +252,7 @@ def full_report(
 ) -> None:
     """All five steps in order, the probes they need, verified fixes and the checklist verdict."""
     def build():
+        _check_cluster(executor, ray_address)
         from .doctor import full_report as run
         example = config is None
         cfg = config or str(Path(__file__).parent / "examples" / "example.yaml")

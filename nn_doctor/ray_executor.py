@@ -5,9 +5,18 @@ records (and hence the statuses, the recommended lr, the findings and first_fix)
 only timings differ.
 
 - Cluster: the one named by --ray-address, else $RAY_ADDRESS, else a new local Ray (shut down again
-  by close()). A Ray that the caller already initialised is used as it is and left running. An address
-  that does not answer is a UsageError (exit 2, one line) within seconds: the GCS port is tried with a
-  plain socket first, and ray.init gets CONNECT_TIMEOUT_S.
+  by close()). A cluster that is already up (`ray start --head`) is joined once per command, its probes
+  all run there, and close() only disconnects: the cluster and its nodes stay up for the next command.
+  A Ray that the caller already initialised is used as it is and left running.
+- Address checks (check_cluster, also called by the CLI before torch is imported): an address that
+  refuses, does not route, is not a Ray head, or wants a token this process lacks (Ray 2.52+ token
+  authentication: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)
+  is a UsageError (exit 2, one line) within seconds: a plain socket first (SOCKET_TIMEOUT_S), then one
+  bounded cluster-id request to the GCS (GCS_ANSWER_S), where ray.init would retry for ~20 s; ray.init
+  itself then gets CONNECT_TIMEOUT_S.
+- Rounds: every round's probes are submitted at once, longest first (steps x batch), and run side by
+  side, as many at a time as the cluster has slots; `rounds` records each round's wall time and its
+  probes' summed time (executor.py).
 - Resources: a probe task asks for 1 CPU, plus `gpus_per_probe` GPUs (default 1; fractions share a GPU)
   when the probes run on CUDA. The device is the one the driver resolved (cpu or cuda; on a worker,
   cuda is the GPU Ray gave the task).
@@ -50,16 +59,22 @@ import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import UsageError
-from .executor import BudgetClock, ProbeTask, skipped_record
-from .probe import DeviceData, ProbeRecord, run_probe
+from .executor import BudgetClock, ProbeTask, RoundTimer, skipped_record
+
+if TYPE_CHECKING:   # torch comes with the probes: check_cluster() runs before the CLI pays for it
+    from .probe import DeviceData, ProbeRecord
 
 # ---- constants ------------------------------------------------------------------------------------
 INSTALL_HINT = "--executor ray needs Ray: pip install 'nn-doctor[ray]'"
-SOCKET_TIMEOUT_S = 5.0      # the TCP check of a cluster address (refused / unroutable fails here)
-CONNECT_TIMEOUT_S = float(os.environ.get("NN_DOCTOR_RAY_CONNECT_TIMEOUT_S", 30))   # ray.init on an address
+SOCKET_TIMEOUT_S = 3.0      # the TCP check of a cluster address (refused / unroutable fails here): covers
+                            # Linux's first SYN retransmission (1 s); a reachable head answers in milliseconds
+GCS_ANSWER_S = 2.0          # the head's GCS answering one cluster-id request: milliseconds when it is one
+                            # (a token refusal included, measured 10-20 ms); a listener that is not a GCS
+                            # keeps Ray's client retrying for ~12 s, which this cuts short
+CONNECT_TIMEOUT_S = float(os.environ.get("NN_DOCTOR_RAY_CONNECT_TIMEOUT_S", 30))   # ray.init after the checks
 HANDSHAKE_TIMEOUT_S = float(os.environ.get("NN_DOCTOR_RAY_HANDSHAKE_TIMEOUT_S", 120))  # first worker answer
 POLL_S = 0.5                # ray.wait timeout: Ctrl-C, the budget and the stall watch are seen this often
 ATTEMPTS = 2                # a failed probe task is retried once
@@ -154,6 +169,8 @@ def _worker_device(device: str):
 def _worker_data(box: list, device: str) -> DeviceData:
     """The command's data on this worker's device: fetched and moved once per worker process."""
     import ray
+
+    from .probe import DeviceData
     ref = box[0]
     key = f"{ref.hex()}/{device}"
     data = _DATA.get(key)
@@ -195,6 +212,7 @@ def _worker_code_dir(code: tuple) -> str:
 def _probe_task(box: list, code: tuple | None, spec, settings, overrides: dict, device: str,
                 deadline: float | None, left: float | None) -> ProbeRecord | None:
     """One probe on a worker. None: the budget ran out before it started (the driver records a skip)."""
+    from .probe import run_probe
     if deadline is not None:
         remaining = min(left, deadline - time.time())
         if remaining <= 0:
@@ -217,19 +235,112 @@ def _warm_up(box: list, device: str) -> dict[str, Any]:
 
 # ---- the driver side ----------------------------------------------------------------------------------
 
-def _tcp_check(address: str) -> None:
-    """Fail in seconds, with the reason, when nothing listens at a host:port cluster address."""
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a host:port cluster address (also under a scheme); None for `auto` and the like."""
     target = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
-        return              # not host:port (auto, a cluster name): ray.init decides, under CONNECT_TIMEOUT_S
-    host = host.strip("[]") or "127.0.0.1"
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _tcp_check(address: str, host: str, port: int) -> None:
+    """Fail in seconds, with the reason, when nothing listens at a host:port cluster address."""
     try:
-        socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=SOCKET_TIMEOUT_S).close()
     except OSError as err:
         why = "timed out" if isinstance(err, socket.timeout) else (err.strerror or _line(err)).lower()
         raise UsageError(f"cannot reach the Ray cluster at {address}: {why} (is `ray start --head` running "
                          f"there? check --ray-address / RAY_ADDRESS)") from None
+
+
+TOKEN_HELP = ("`ray get-auth-token` on the head node prints it; see the README's section on Ray")
+
+
+def _token_source() -> str:
+    """Where Ray takes this process's token from (its documented order)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    return "~/.ray/auth_token"
+
+
+def _token_mode() -> bool:
+    return os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
+
+
+def _token_check() -> None:
+    """With RAY_AUTH_MODE=token, a token must be at hand: Ray's own client aborts the process (a C++
+    check) when RAY_AUTH_TOKEN_PATH names a missing file, and retries for ~20 s without one."""
+    if not _token_mode():
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:         # a Ray without token authentication: nothing to check
+        return
+    try:
+        has = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+    except Exception as err:    # RAY_AUTH_TOKEN_PATH names a missing or empty file
+        raise UsageError(f"RAY_AUTH_MODE=token: {_line(err).split('. ')[0]}") from None
+    if not has:
+        raise UsageError("RAY_AUTH_MODE=token, but no token is set: put the cluster's token in RAY_AUTH_TOKEN, "
+                         f"in a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token ({TOKEN_HELP})")
+
+
+def _gcs_check(ray, address: str, host: str, port: int) -> None:
+    """Ask the head's GCS for the cluster's id, as ray.init's first step does, but once and bounded: a
+    token refusal or a listener that is not a Ray GCS fails here in milliseconds (ray.init would retry
+    them for ~20 s)."""
+    try:
+        from ray._raylet import InnerGcsClient
+        ask = InnerGcsClient.standalone
+    except (ImportError, AttributeError):   # another Ray: ray.init decides, under CONNECT_TIMEOUT_S
+        return
+    box: dict[str, BaseException | bool] = {}
+
+    def call() -> None:
+        try:
+            ask(f"{host}:{port}", None, int(GCS_ANSWER_S * 1000))
+            box["ok"] = True
+        except BaseException as err:     # noqa: BLE001 - reported below
+            box["err"] = err
+
+    th = threading.Thread(target=call, name="nn-doctor-ray-check", daemon=True)
+    with _captured_stderr():            # Ray's C++ client logs each failed try on fd 2
+        th.start()
+        th.join(GCS_ANSWER_S)
+    if "ok" in box:
+        return
+    err = box.get("err")
+    if err is None:
+        raise UsageError(f"something listens at {address}, but it did not answer as a Ray cluster within "
+                         f"{GCS_ANSWER_S:.0f} s (is it the head's GCS port, 6379 unless `ray start --port` "
+                         f"said otherwise?)")
+    if isinstance(err, getattr(ray.exceptions, "AuthenticationError", ())) or "InvalidAuthToken" in str(err):
+        if _token_mode():
+            raise UsageError(f"the Ray cluster at {address} refused this process's token (from {_token_source()}): "
+                             f"it is not the cluster's ({TOKEN_HELP})")
+        raise UsageError(f"the Ray cluster at {address} wants an authentication token: set RAY_AUTH_MODE=token and "
+                         f"the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token ({TOKEN_HELP})")
+    raise UsageError(f"something listens at {address}, but it is not a Ray cluster's GCS: {_line(err)}")
+
+
+def check_cluster(address: str | None) -> None:
+    """Fail within seconds, with one line (a UsageError), when the cluster at `address` (else $RAY_ADDRESS)
+    cannot be used: nothing listens there (refused, unroutable), what listens is not a Ray head, or it
+    wants a token this process does not have or has wrong. Needs no torch: the CLI calls it first.
+    Without an address (a local Ray is started) or with one that is not host:port, nothing to check."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    hp = _host_port(address) if address else None
+    if hp is None:
+        return
+    _tcp_check(address, *hp)
+    if "://" in address:        # ray:// is Ray Client's own protocol: ray.init decides
+        return
+    ray = _import_ray()
+    _token_check()
+    _gcs_check(ray, address, *hp)
 
 
 def _init_ray(ray, address: str | None) -> bool:
@@ -249,7 +360,7 @@ def _init_ray(ray, address: str | None) -> bool:
                 raise UsageError(f"cannot start a local Ray: {_line(err)}") from None
             raise
         return True
-    _tcp_check(address)
+    check_cluster(address)
     box: dict[str, BaseException | bool] = {}
 
     def connect() -> None:
@@ -273,7 +384,7 @@ def _init_ray(ray, address: str | None) -> bool:
         text = log.text + str(err)
         if "InvalidAuthToken" in text or "Unauthenticated" in text:
             raise UsageError(f"the Ray cluster at {address} refused the connection: it wants its authentication "
-                             f"token (set RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+                             f"token (set RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token; {TOKEN_HELP})")
         raise UsageError(f"cannot connect to the Ray cluster at {address}: {_line(err)}")
     sys.stderr.write(log.text)
     return True
@@ -351,6 +462,22 @@ def _failure(ray, err: BaseException) -> str:
     return f"{type(err).__name__}: {_line(err)}"
 
 
+def _cost(task: ProbeTask) -> float:
+    """A probe's relative cost, for ordering a round: training steps x batch size (the same model's probes
+    cost about that; a probe that diverges stops early, which no estimate knows)."""
+    batch = task.settings.batch_size or task.spec.training.batch_size
+    return float((task.settings.steps or 0) * (batch or 1))
+
+
+def longest_first(tasks: list[ProbeTask]) -> list[int]:
+    """The order a round's tasks are submitted in: longest first (Ray starts tasks in that order), so that
+    the short ones fill the slots at the end instead of one long probe running alone (full-report's first
+    round lists its baseline and batch probes before the lr decades: with 600-step lr probes, packed in
+    that order on 2 workers it takes 77 s of its local probe times, longest first 64 s). The records
+    still come back in the tasks' order."""
+    return sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
+
+
 def _uses_user_code(spec) -> bool:
     return bool(getattr(spec.model, "class_", None) or getattr(spec.training, "step", None))
 
@@ -369,6 +496,7 @@ class RayExecutor:
         self.clock = clock or BudgetClock(None)
         self.on_done = on_done
         self.skipped: list[str] = []
+        self.rounds: list[dict[str, Any]] = []
         self.spec_dir = spec_dir
         self.device = str(data.device)
         cuda = data.device.type == "cuda"
@@ -482,6 +610,7 @@ class RayExecutor:
 
     def _failed(self, task: ProbeTask, why: str) -> ProbeRecord:
         # named with the skipped work too: the checks that needed this probe have nothing to read
+        from .probe import ProbeRecord
         self.skipped.append(f"probe {task.label or task.settings.name}: {why}")
         return ProbeRecord(name=task.settings.name, settings=asdict(task.settings), overrides=dict(task.overrides),
                            stopped="error", error=why, device=self.device)
@@ -493,9 +622,14 @@ class RayExecutor:
             except Exception:       # already finished, or the cluster is gone: nothing left to stop
                 pass
 
-    def run_round(self, tasks: list[ProbeTask]) -> list[ProbeRecord]:
-        ray = self.ray
+    def run_round(self, tasks: list[ProbeTask], label: str | None = None) -> list[ProbeRecord]:
         out: list[ProbeRecord | None] = [None] * len(tasks)
+        with RoundTimer(self, label, tasks, out):
+            self._run_round(tasks, out)
+        return out  # type: ignore[return-value]
+
+    def _run_round(self, tasks: list[ProbeTask], out: list) -> None:
+        ray = self.ray
         tries = [0] * len(tasks)
         pending: dict[Any, int] = {}
 
@@ -506,7 +640,8 @@ class RayExecutor:
 
         try:
             code = self._code_for(tasks)
-            for i, task in enumerate(tasks):
+            for i in longest_first(tasks):
+                task = tasks[i]
                 if self.clock.exhausted():
                     done(i, self._skip(task, "budget exhausted"))
                 else:
@@ -565,7 +700,6 @@ class RayExecutor:
         except KeyboardInterrupt:
             self._cancel(pending)
             raise
-        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         self._data = None           # drop the references: the object store may free the data
