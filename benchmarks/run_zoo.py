@@ -51,6 +51,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -238,10 +239,19 @@ class PlainCache:
         return name, statistics.fmean(vals)
 
     def save(self) -> None:
-        if self.dirty:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data, indent=0, sort_keys=True))
-            self.dirty = False
+        """Merge with what another run saved meanwhile, then replace the file atomically."""
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            on_disk = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            on_disk = {}
+        self.data = {**on_disk, **self.data}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
+        os.replace(tmp, self.path)
+        self.dirty = False
 
 
 def fingerprint(spec_path: Path) -> str:
