@@ -90,6 +90,9 @@ R2_FLOOR = -1.0                 # R^2 below -1 (worse than twice the constant pr
 HEALTHY_HARM_TOL = 0.03         # a healthy control's written spec may train at most 0.03 worse (balanced
                                 # accuracy or R^2, mean of 3 seeds): about the seed-to-seed spread above
 CACHE = ROOT / "benchmarks" / "out" / "plain_cache.json"
+THREADS = 1                     # torch threads per zoo process: on the shared 2-core machine two threads per
+                                # process under oversubscription ran 6.7x slower (the digits conv net's plain
+                                # training: 62 s with 1 thread, 416 s with 2, load average 12)
 
 
 @dataclass
@@ -420,6 +423,13 @@ def print_run(r: Run, info: set[str], out=sys.stdout) -> None:
         line += f"  CRASH {r.crash}"
     if r.skipped:
         line += f"  (skipped: {len(r.skipped)})"
+    if r.written is not None:
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        verdict = ("unharmed" if r.unharmed else "HARMED") if r.healthy else \
+            "no known fix" if not r.has_fix else "unconfirmed" if not r.confirmed else \
+            "repaired" if r.repaired else "NOT REPAIRED"
+        line += (f"  | {r.metric_name} buggy {f(r.buggy_metric)} fix {f(r.fix_metric)} written {f(r.written_metric)}"
+                 f" ({r.written}): {verdict}")
     print(line, file=out, flush=True)
 
 
@@ -485,6 +495,11 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
             p(f"    {c}")
 
 
+def _run_dict(r: Run) -> dict[str, Any]:
+    return {**r.__dict__, "missing": r.missing, "unexpected": r.unexpected, "first_fix_ok": r.first_fix_ok,
+            "confirmed": r.confirmed, "repaired": r.repaired, "unharmed": r.unharmed}
+
+
 def confirm(chosen: list[Scenario], seed: int, cache: PlainCache, out=sys.stdout) -> list[dict[str, Any]]:
     """The plain trainer on each faulty scenario's buggy spec and its known fix (no nn-doctor): a Markdown
     table for benchmarks/zoo/HOLDOUT.md."""
@@ -528,9 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confirm", action="store_true",
                     help="only train each faulty scenario's buggy spec and known fix with the plain trainer "
                          "(first seed; no nn-doctor) and print the table")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help=f"torch CPU threads for full-report and the plain trainer (default {THREADS}; 0: torch's own)")
     ap.add_argument("--json", dest="json_out", default=None, help="write every run and the summary here")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -572,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
             cache.save()
             runs.append(r)
             print_run(r, info)
+            if args.json_out:      # every run so far, so that an interrupted zoo still leaves its results
+                Path(args.json_out).write_text(json.dumps({"runs_so_far": [_run_dict(x) for x in runs]},
+                                                          indent=1, default=str))
     missed_all: list[str] = []
     payload: dict[str, Any] = {"parts": {}}
     for part in ("dev", "holdout"):
@@ -596,8 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                            "healthy_harm_tol": HEALTHY_HARM_TOL, "max_time_s": MAX_TIME_S,
                            "healthy_error_runs_max": HEALTHY_ERROR_RUNS_MAX, "stability_min": STABILITY_MIN,
                            "median_time_max_s": MEDIAN_TIME_MAX_S, "budget_s": args.budget},
-            "runs": [{**r.__dict__, "missing": r.missing, "unexpected": r.unexpected, "first_fix_ok": r.first_fix_ok,
-                      "confirmed": r.confirmed, "repaired": r.repaired, "unharmed": r.unharmed} for r in runs]})
+            "runs": [_run_dict(r) for r in runs]})
         Path(args.json_out).write_text(json.dumps(payload, indent=2, default=str))
     return 1 if missed_all else 0
 
