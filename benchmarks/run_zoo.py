@@ -433,7 +433,7 @@ def print_run(r: Run, info: set[str], out=sys.stdout) -> None:
     print(line, file=out, flush=True)
 
 
-def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
+def print_summary(summary: dict[str, Any], out=sys.stdout, part: str = "dev") -> None:
     p = lambda *a: print(*a, file=out)  # noqa: E731
     pct = lambda v: "  n/a" if v is None else f"{v:5.0%}"  # noqa: E731
     p("")
@@ -453,7 +453,8 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
     p("")
     p("== goals ==")
     ffa, st = summary["first_fix_accuracy"], summary["stability"]
-    p(f"first_fix accuracy      {pct(ffa)}  (goal >= {FIRST_FIX_ACCURACY_MIN:.0%}; {summary['runs']} runs)")
+    ff_min = FIRST_FIX_ACCURACY_MIN_HOLDOUT if part == "holdout" else FIRST_FIX_ACCURACY_MIN
+    p(f"first_fix accuracy      {pct(ffa)}  (goal >= {ff_min:.0%}; {summary['runs']} runs)")
     for w in summary["first_fix_wrong"]:
         p(f"    wrong: {w}")
     p(f"healthy error-level     {summary['healthy_error_runs']}/{summary['healthy_runs']} runs "
@@ -465,7 +466,8 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
     if summary["unstable"]:
         p(f"    unstable: {', '.join(summary['unstable'])}")
     low = [c for c, v in summary["per_code"].items() if v["recall"] is not None and v["recall"] < RECALL_MIN]
-    p(f"recall >= {RECALL_MIN:.0%} per code  {'yes' if not low else 'no: ' + ', '.join(low)}")
+    p(f"recall >= {RECALL_MIN:.0%} per code  {'yes' if not low else 'no: ' + ', '.join(low)}"
+      + ("  (reported, not a goal on the holdout)" if part == "holdout" else ""))
     p(f"time                    total {summary['total_time_s']:.0f} s, median {summary['median_time_s']:.1f} s, "
       f"max {summary['max_time_s']:.1f} s per run (goal median <= {MEDIAN_TIME_MAX_S:g} s, max <= {MAX_TIME_S:g} s)")
     for w in summary["over_max_time"]:
@@ -504,7 +506,7 @@ def confirm(chosen: list[Scenario], seed: int, cache: PlainCache, out=sys.stdout
     """The plain trainer on each faulty scenario's buggy spec and its known fix (no nn-doctor): a Markdown
     table for benchmarks/zoo/HOLDOUT.md."""
     rows = []
-    print(f"| scenario | metric | buggy | known fix | gap | confirmed |", file=out)
+    print("| scenario | metric | buggy | known fix | gap (R² floored at -1) | confirmed |", file=out)
     print("|---|---|---|---|---|---|", file=out)
     for sc in chosen:
         if sc.healthy:
@@ -523,7 +525,8 @@ def confirm(chosen: list[Scenario], seed: int, cache: PlainCache, out=sys.stdout
             gap = _clamp(run.fix_metric) - _clamp(run.buggy_metric)
             row = {"scenario": sc.name, "metric": run.metric_name, "buggy": run.buggy_metric,
                    "fix": run.fix_metric, "confirmed": "yes" if run.confirmed else "no"}
-            print(f"| {sc.name} | {run.metric_name} | {run.buggy_metric:.3f} | {run.fix_metric:.3f} | {gap:+.3f} | "
+            num = lambda v: f"{v:.3f}" if abs(v) < 1e3 else f"{v:.2g}"  # noqa: E731
+            print(f"| {sc.name} | {run.metric_name} | {num(run.buggy_metric)} | {num(run.fix_metric)} | {gap:+.3f} | "
                   f"{row['confirmed']} |", file=out, flush=True)
         rows.append(row)
     return rows
@@ -603,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         summary = summarize(part_runs, [s for s in chosen if s.part == part])
         print(f"\n######## {part} ({summary['scenarios']} scenarios, {summary['runs']} runs) ########")
-        print_summary(summary)
+        print_summary(summary, part=part)
         missed = goals(summary, part)
         missed_all += [f"{part}: {m}" for m in missed]
         payload["parts"][part] = {"summary": summary, "goals_missed": missed}
