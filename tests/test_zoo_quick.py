@@ -67,10 +67,13 @@ def test_known_fixes_write_a_spec_the_plain_trainer_reads(tmp_path):
     from benchmarks.plain_trainer import read_spec
     from benchmarks.zoo.holdout import HOLDOUT
     from benchmarks.zoo.scenarios import apply_fix
+    from nn_doctor.data import load_from_spec
     for s in [x for x in SCENARIOS + HOLDOUT if x.fix]:
         d = tmp_path / s.name
         d.mkdir()
-        spec, extras = read_spec(apply_fix(s.build(d, 0), s.fix))
+        fixed = apply_fix(s.build(d, 0), s.fix)
+        spec, extras = read_spec(fixed)
+        load_from_spec(spec)                     # the data and any feature list the fix names exist
         for dotted, value in s.fix.items():
             if dotted.startswith("data.") and dotted.split(".")[1] in extras:
                 assert extras[dotted.split(".")[1]] == value, s.name

@@ -884,7 +884,7 @@ DEV_FIXES: dict[str, dict[str, Any] | None] = {
     "d103_string_column": {"data.features": features_of("wine", "label")},
     "d104_unscaled_wine": {"data.normalize": "standardize"},
     "d104_raw_pixels_digits": {"data.normalize": "minmax"},
-    "d105_constant_columns": {"data.features": features_of("wine", "label")},
+    "d105_constant_columns": {"data.features": features_of("breast_cancer", "label")},
     "d106_unit_error_outliers": None,                # clipping 4 records is a data edit no spec key expresses
     "d107_labels_offset": {"data.label_map": {1: 0, 2: 1, 3: 2}},
     "d107_string_labels": {"data.label_map": {"setosa": 0, "versicolor": 1, "virginica": 2}},
