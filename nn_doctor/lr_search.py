@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable
 
 from .probe import ProbeRecord
+
+if TYPE_CHECKING:
+    from .session import Session
 
 RISE_MARGIN = 0.02      # ending > 2% above the start is "rose"; a flat loss within that is too-slow, not diverged
 MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 25% within the probe
@@ -38,8 +42,31 @@ SAFETY_FACTOR = 3.0     # recommend at most edge / 3: the edge itself is where t
 TOO_LOW_RATIO = 0.5     # H301: the configured lr made < 50% of the best lr's progress
 CURVE_POINTS = 40       # points kept of each smoothed curve for the report's chart
 
-WORKING = "converging"
-FAILING = ("diverged", "unstable", "too-slow", "error")
+
+
+class LrStatus(str, Enum):
+    """What one lr probe did (the module docstring gives the rules). A str Enum: the JSON keeps the plain
+    strings ("diverged", ...), and a status compares equal to its string."""
+
+    DIVERGED = "diverged"
+    UNSTABLE = "unstable"
+    CONVERGING = "converging"
+    TOO_SLOW = "too-slow"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__   # hashes as its string too, so "diverged" in {LrStatus.DIVERGED} holds
+
+    @property
+    def breaks_training(self) -> bool:
+        """Diverged or oscillating: the lr is too high (H300)."""
+        return self in BREAKS_TRAINING
+
+
+BREAKS_TRAINING = frozenset({LrStatus.DIVERGED, LrStatus.UNSTABLE})
+WORKING = LrStatus.CONVERGING
 
 
 def decades(max_lr: float, min_lr: float) -> list[float]:
@@ -55,13 +82,13 @@ def bisect_points(fail_lr: float, ok_lr: float, n: int = BISECT_POINTS) -> list[
     return [float(f"{10 ** (hi - (hi - lo) * k / (n + 1)):.3g}") for k in range(1, n + 1)]
 
 
-def classify(rec: ProbeRecord) -> str:
+def classify(rec: ProbeRecord) -> LrStatus:
     if rec.error is not None:
-        return "error"
+        return LrStatus.ERROR
     if rec.stopped in ("non-finite", "diverged") or rec.final_loss is None or rec.initial_loss is None:
-        return "diverged"
+        return LrStatus.DIVERGED
     if rec.final_loss > rec.initial_loss * (1 + RISE_MARGIN):
-        return "diverged"
+        return LrStatus.DIVERGED
     sm = [v for v in rec.smoothed() if v is not None]
     progress = (rec.initial_loss - rec.final_loss) / max(abs(rec.initial_loss), 1e-12)
     start = int(len(sm) * SETTLE_FRACTION)
@@ -78,12 +105,12 @@ def classify(rec: ProbeRecord) -> str:
         ref = rec.initial_loss
         made = ref - min(tail)
         if made >= MIN_PROGRESS * abs(ref) and worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(ref):
-            return "unstable"
+            return LrStatus.UNSTABLE
     if rec.reference_loss is not None and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
         # fell from a bad start only as far as a constant prediction would: nothing learned from the inputs
         # (measured: unscaled wine at lr 1e-2..2e-3 falls 54 -> 1.086 = ln 3 as its ReLUs die)
-        return "too-slow"
-    return WORKING if progress >= MIN_PROGRESS else "too-slow"
+        return LrStatus.TOO_SLOW
+    return WORKING if progress >= MIN_PROGRESS else LrStatus.TOO_SLOW
 
 
 @dataclass
@@ -94,7 +121,7 @@ class LrResult:
     reason: str | None = None
     edge: float | None = None               # lowest failing lr above the working ones
     configured: float | None = None
-    configured_status: str | None = None
+    configured_status: LrStatus | None = None
     plateau: list[float] = field(default_factory=list)   # the working lrs within noise of the best
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,11 +130,11 @@ class LrResult:
                 "configured_status": self.configured_status}
 
 
-def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
+def summarize(lr: float, rec: ProbeRecord, status: LrStatus) -> dict[str, Any]:
     sm = rec.smoothed()
     step = max(1, math.ceil(len(sm) / CURVE_POINTS))
     finite = [v for v in sm if v is not None]
-    diverged = status == "diverged"
+    diverged = status == LrStatus.DIVERGED
     return {"lr": lr, "status": status, "initial_loss": rec.initial_loss,
             # a diverged probe has no meaningful final loss (report.md: null); where it stopped is kept
             "final_loss": None if diverged else rec.final_loss,
@@ -115,14 +142,14 @@ def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
             "reference_loss": rec.reference_loss,
             "best_loss": min(finite, default=None),
             "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
-            "error": rec.error, "curve": sm[::step]}
+            "error": rec.error, "curve": sm[::step], "curve_every": step}
 
 
 def _fmt(lr: float) -> str:
     return f"{lr:.2g}"
 
 
-def first_working(statuses: dict[float, str], lrs: list[float]) -> float | None:
+def first_working(statuses: dict[float, LrStatus], lrs: list[float]) -> float | None:
     """The seeds' descent: from the top, the first lr whose probe works."""
     for lr in lrs:
         if statuses.get(lr) == WORKING:
@@ -142,10 +169,13 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     if not working:
         kinds = sorted(set(statuses.values()))
         res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
-                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)}); the problem is probably not the lr - "
-                      f"see the other steps")
+                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)})")
+        if res.configured_status == LrStatus.DIVERGED:
+            res.reason += "; the configured lr diverges: lower it, and look at the other steps for the rest"
+        else:
+            res.reason += "; the problem is probably not the lr - see the other steps"
         return res
-    failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
+    failing_above = [lr for lr, st in in_range.items() if st in BREAKS_TRAINING and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None
     # Judged on the full-batch training loss: the low-noise signal. Validation losses of small splits
     # reorder the decades from seed to seed (wine, 36 validation rows: best lr 0.003 on one seed, 0.1 on
@@ -178,3 +208,83 @@ def progress(rec: ProbeRecord) -> float:
     if rec.initial_loss is None or rec.final_loss is None:
         return 0.0
     return rec.initial_loss - rec.final_loss
+
+
+# ---- the search: planning the probes in rounds and deciding ------------------------------------------
+
+def run_search(s: "Session", steps: int | None = None, alongside: list | None = None,
+              on_alongside: Callable[[Any, Any], None] | None = None) -> Any:
+    """The seeds' procedure in rounds: the decades (and the configured lr), then a bisection round
+    between the last failing and the first working decade, then the recommendation itself if it was
+    never probed. Fills s.ctx.lr / lr_records and report.probes["lr"].
+
+    `alongside`: other independent probes to run in the decades' round (full-report's baseline, batch,
+    regularisation and optimizer probes), each handed to `on_alongside(task, record)`: one round fewer
+    on the critical path of a parallel executor; the same records on the local one."""
+    from .errors import UsageError
+    from .plan import LR_PROBE_STEPS
+    spec, o = s.spec, s.opts
+    if not (0 < o.min_lr <= o.max_lr):
+        raise UsageError(f"--min-lr {o.min_lr:g} must be positive and <= --max-lr {o.max_lr:g}")
+    steps = steps or o.steps or LR_PROBE_STEPS
+    configured = spec.optimizer.lr
+    dec = decades(o.max_lr, o.min_lr)
+    records: dict[float, Any] = {}
+
+    extra = list(alongside or [])
+
+    def keep(t, rec) -> None:
+        if any(t is e for e in extra):
+            on_alongside(t, rec)
+        elif rec.stopped != "skipped":
+            records[t.key] = rec
+
+    def probe(lrs: list[float], what: str, with_extra: bool = False) -> None:
+        todo = [lr for lr in lrs if lr not in records]
+        tasks = [s.task(lr, spec.with_overrides(**{"optimizer.lr": lr}), f"lr {lr:.3g}", {"optimizer.lr": lr},
+                        steps=steps, eval_every=0, record_every=0, instrument=False) for lr in todo]
+        tasks = (extra if with_extra else []) + tasks
+        for t, rec in zip(tasks, s.run_round(tasks, what)):
+            keep(t, rec)
+
+    try:
+        probe(dec + ([configured] if configured not in dec else []),
+              "probes: baseline, batch sizes, regularisation, lr decades" if extra else "lr probes: decades",
+              with_extra=True)
+    except KeyboardInterrupt:
+        # keep what finished: the probes that ran are reported, without a recommendation
+        tasks, recs = getattr(s.executor, "partial", ([], []))
+        for t, rec in zip(tasks, recs):
+            keep(t, rec)
+        result = decide(records, dec, configured) if records else LrResult(configured=configured)
+        result.recommended, result.reason = None, "interrupted (Ctrl-C) before the search finished"
+        s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
+        raise
+    statuses = {lr: classify(r) for lr, r in records.items()}
+    ok = first_working(statuses, dec)
+    if ok is not None and dec.index(ok) > 0:
+        above = dec[dec.index(ok) - 1]
+        if statuses.get(above) not in (None, WORKING):   # probed, and failing
+            probe(bisect_points(above, ok), "lr probes: bisection")
+    result = decide(records, dec, configured)
+    if result.recommended is not None:   # an lr already probed within 5% stands for the recommendation
+        near = [lr for lr in records if abs(lr / result.recommended - 1) <= 0.05]
+        if near:
+            result.recommended = min(near, key=lambda lr: abs(lr / result.recommended - 1))
+    if result.recommended is not None and result.recommended not in records:
+        probe([result.recommended], "lr probes: recommendation")
+        if result.recommended in records and classify(records[result.recommended]) != WORKING:
+            # the capped recommendation did not work: fall back to the best probe that did
+            working = [lr for lr, r in records.items() if classify(r) == WORKING and min(dec) <= lr <= max(dec)]
+            best = min(working, key=lambda lr: records[lr].final_loss) if working else None
+            result = decide({k: v for k, v in records.items() if k != result.recommended}, dec, configured)
+            result.recommended = best
+        else:
+            result.tried = [summarize(lr, records[lr], classify(records[lr]))
+                            for lr in sorted(records, reverse=True)]
+    s.ctx.lr, s.ctx.lr_records = result, records
+    d = result.to_dict()
+    d["steps_per_probe"] = steps
+    d["optimizer"] = spec.optimizer.name
+    s.report.probes["lr"] = d
+    return result

@@ -16,6 +16,7 @@ import pytest
 
 from nn_doctor.catalogue import Severity, Step
 from nn_doctor.checks import REGISTRY
+from nn_doctor import data_stats
 from nn_doctor.checks import data as D
 from nn_doctor.checks.data import DATA_CODES, DataContext, run_data_checks
 from nn_doctor.data import Dataset, load_dataset
@@ -189,9 +190,9 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
     df = pd.concat([df, df.iloc[:6]], ignore_index=True)        # 6 duplicates
     ds = load_frame(tmp_path, df, val_fraction=0)
     big = DataContext.build(ds)
-    monkeypatch.setattr(D, "CHUNK_ELEMENTS", 40)                 # 3 rows per chunk
+    monkeypatch.setattr(data_stats, "CHUNK_ELEMENTS", 40)                 # 3 rows per chunk
     small = DataContext.build(ds)
-    monkeypatch.setattr(D, "WORKERS", 1)                         # the same on one thread
+    monkeypatch.setattr(data_stats, "WORKERS", 1)                         # the same on one thread
     serial = DataContext.build(ds)
     for field in ("mean", "std", "min", "max", "n_nan", "median", "mad"):
         np.testing.assert_array_equal(getattr(serial.train_stats, field), getattr(small.train_stats, field))
@@ -200,7 +201,7 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
         np.testing.assert_allclose(getattr(small.train_stats, field), getattr(big.train_stats, field), rtol=1e-9)
     np.testing.assert_array_equal(small.row_hashes.train, big.row_hashes.train)
     assert one(run(ds, ["D110"]), "D110").evidence["duplicates"]["count"] == 6
-    monkeypatch.setattr(D, "MEDIAN_SAMPLE_ROWS", 50)             # medians from a 50-row sample
+    monkeypatch.setattr(data_stats, "MEDIAN_SAMPLE_ROWS", 50)             # medians from a 50-row sample
     sampled = DataContext.build(ds)
     assert sampled.train_sample.shape == (13, 50)
     np.testing.assert_allclose(sampled.train_stats.mean, big.train_stats.mean, rtol=1e-9)   # still every row
@@ -208,8 +209,8 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
 
 def test_statistics_are_computed_once(tmp_path, monkeypatch):
     calls = []
-    real = D._scan
-    monkeypatch.setattr(D, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = data_stats._scan
+    monkeypatch.setattr(data_stats, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
     ds = load_dataset(SAMPLE / "wine.csv", "label")
     run(ds)
     assert len(calls) == 2                                       # one pass over train, one over validation
@@ -447,7 +448,8 @@ def test_d107_offset_labels(tmp_path):
     assert run(load_frame(tmp_path, df), ["D107"], loss_name="cross_entropy") == []
     df["label"] += 1
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "offset by 1" in f.message and f.fix == "map labels [1, 2, 3] to 0..2"
+    assert "offset by 1" in f.message and f.fix.startswith("map labels [1, 2, 3] to 0..2")
+    assert f.patch == {"data.label_map": {1: 0, 2: 1, 3: 2}} and "data.label_map: {1: 0, 2: 1, 3: 2}" in f.fix
     assert f.severity == Severity.ERROR
 
 
@@ -465,7 +467,7 @@ def test_d107_string_float_and_gap_labels(tmp_path):
     df = standardized("wine")
     df["label"] = "class_" + df["label"].astype(str)
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "strings" in f.message and f.fix == "map labels ['class_0', 'class_1', 'class_2'] to 0..2"
+    assert "strings" in f.message and f.fix.startswith("map labels ['class_0', 'class_1', 'class_2'] to 0..2")
     df = standardized("wine")
     df["label"] = df["label"].astype(float)
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
@@ -473,7 +475,7 @@ def test_d107_string_float_and_gap_labels(tmp_path):
     df = standardized("wine")
     df["label"] = df["label"].replace({2: 5})
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "gaps" in f.message and f.fix == "map labels [0, 1, 5] to 0..2"
+    assert "gaps" in f.message and f.fix.startswith("map labels [0, 1, 5] to 0..2")
 
 
 def test_d107_binary_labels_outside_0_1(tmp_path):
@@ -481,7 +483,7 @@ def test_d107_binary_labels_outside_0_1(tmp_path):
     assert run(load_frame(tmp_path, df), ["D107"], loss_name="bce_with_logits") == []
     df["label"] = df["label"].map({0: -1, 1: 1})
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "not {0, 1}" in f.message and f.fix == "map labels [-1, 1] to [0, 1]"
+    assert "not {0, 1}" in f.message and f.fix.startswith("map labels [-1, 1] to [0, 1]") and f.patch == {"data.label_map": {-1: 0, 1: 1}}
 
 
 def test_d107_loss_format(tmp_path):
@@ -499,7 +501,7 @@ def test_d107_loss_format(tmp_path):
 def test_d107_arrays(tmp_path):
     X, y = digits()
     f = one(run(load_arrays(tmp_path, X / 16.0, y + 1), ["D107"]), "D107")
-    assert f.fix == "map labels [1, 2, 3, 4, 5, 6, ...] to 0..9"
+    assert f.fix.startswith("map labels [1, 2, 3, 4, 5, 6, ...] to 0..9")
     assert run(load_arrays(tmp_path, X / 16.0, y), ["D107"]) == []
 
 

@@ -306,12 +306,17 @@ def _record(initial: float, final: float | None, stopped: str = "completed") -> 
                        stopped=stopped, steps_run=150, losses=[initial] * 150)
 
 
-def test_h300_is_silent_when_no_lr_works():
-    # every probed lr failed: the lr is not the cause (a NaN in the forward pass, a broken init, ...), and
-    # an H300 error would take first_fix from the real finding (zoo: g400_log_of_negative, g402 init)
+def test_h300_fires_when_the_configured_lr_diverges_even_if_no_lr_works():
+    # every probed lr failed and the configured one blew up: the configured lr is still too high (a report
+    # that said nothing once ended "Healthy"); the fix lowers it a decade and points at the other steps, and
+    # the triage pass (not this check) ranks a found cause (M205, D104, ...) before it
     res = lr_search.LrResult(configured=1.0, configured_status="diverged", reason="no probed lr worked",
                              tried=[{"lr": 1.0, "status": "diverged", "initial_loss": 1.1, "final_loss": None,
                                      "stopped": "diverged", "steps": 10}])
+    found = findings(ProbeContext(spec=mlp(lr=1.0), lr=res)).get("H300")
+    assert found and found.patch == {"optimizer.lr": 0.1} and "data, model and gradient findings" in found.fix
+    # ... but not when the configured lr merely made no progress (too-slow): then it is not the lr
+    res.configured_status = "too-slow"
     assert "H300" not in findings(ProbeContext(spec=mlp(lr=1.0), lr=res))
 
 
@@ -323,3 +328,20 @@ def test_clearly_lower_needs_margin_and_floor():
     assert not clearly_lower(0.5, 1.0, 0.5 / CLEAR_FLOOR * 1.01)  # the floor binds at 1% past it
     assert clearly_lower(0.03, 0.06, 0.2)                         # ... unless the losses started that low
     assert not clearly_lower(None, 1.0, 1.0) and not clearly_lower(float("nan"), 1.0, 1.0)
+
+
+def test_h306_collapse_to_the_prior_is_not_learning(wine):
+    """Unscaled wine, sgd 0.01: the loss falls 90 -> 1.09 = ln 3 (the class prior's loss) while every ReLU of
+    the hidden layer dies and the balanced accuracy sits at chance. Its trends read "learning"; measured
+    against the constant predictor it is a collapse (issue 11). At lr 1e-3 the same net really learns."""
+    from nn_doctor import curves
+    collapsed = context(wine, mlp("sgd", 0.01).with_overrides(**{"data.normalize": "none"}), sweep=False)
+    b = collapsed.baseline
+    assert b.metrics["balanced_accuracy"] == pytest.approx(1 / 3, abs=0.05)
+    assert b.final_loss > curves.PRIOR_MARGIN * b.reference_loss
+    h306 = findings(collapsed)["H306"]
+    assert h306.evidence["pattern"] == "prior-collapse" and h306.evidence["learning_by_trend"]
+    assert "constant prediction" in h306.message and "constant prediction" in h306.fix
+    learning = context(wine, mlp("sgd", 1e-3).with_overrides(**{"data.normalize": "none"}), sweep=False)
+    assert findings(learning)["H306"].evidence["pattern"] == "learning"
+    assert learning.baseline.final_loss < curves.PRIOR_MARGIN * learning.baseline.reference_loss
