@@ -548,6 +548,23 @@ class NegativeBias(nn.Module):
 """
 
 
+RAISES_IN_TRAIN_MODE = """
+import torch
+from torch import nn
+
+class TrainOnlyBug(nn.Module):
+    # a debugging branch left in forward(): in train mode it indexes a feature that does not exist
+    def __init__(self, n_in=13, hidden=32, n_out=3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, x):
+        if self.training:
+            x = x + x[:, 13:14]          # IndexError in every training step; eval mode is fine
+        return self.net(x)
+"""
+
+
 # ---- the zoo -------------------------------------------------------------------------------------------
 
 def S(name: str, build, expected, first_fix, tags=(), allowed=(), source="", description="", healthy=False):
@@ -799,6 +816,12 @@ SCENARIOS: list[Scenario] = [
     S("g406_update_ratio_sgd", simple("diabetes", **{"optimizer": {"name": "sgd", "lr": 1e-6}}),
       {"G406", "H301"}, "H301", ("gradients", "table", "regression", "sgd"), allowed=("H305", "H307", "H308"),
       source="DeepCrime change learning rate; Karpathy update ratio", description="plain sgd at 1e-6"),
+    S("g409_raises_in_train_mode", user_model("zoo_train_only_bug", RAISES_IN_TRAIN_MODE, "wine", "TrainOnlyBug",
+                                              {"n_in": 13, "hidden": 32, "n_out": 3}),
+      {"G409"}, "G409", ("gradients", "table", "multiclass", "user-model"),
+      allowed=("G400", "G405", "G407", "H300", "H305", "M208"),
+      source="issue 11 (a user model that raises only in train mode ended 'Healthy')",
+      description="forward() raises IndexError in train mode only"),
     S("g407_clamped_logits", user_model("zoo_clamped_logits", CLAMPED_LOGITS, "wine", "ClampedLogits",
                                         {"n_in": 13, "hidden": 32, "n_out": 3}),
       {"G407"}, "G407", ("gradients", "table", "multiclass", "user-model"), allowed=("H305",),
@@ -945,6 +968,7 @@ DEV_FIXES: dict[str, dict[str, Any] | None] = {
     "g405_frozen_encoder": None,                     # idem (requires_grad set in user code)
     "g406_update_ratio_sgd": {"optimizer.lr": 0.01},
     "g407_clamped_logits": None,                     # the clamp is in the user's forward()
+    "g409_raises_in_train_mode": None,               # the bug is in the user's forward()
     "two_nan_and_lr_high": {"data.missing": "median", "optimizer.lr": 0.01},
     "two_labels_offset_and_softmax": {"data.label_map": {1: 0, 2: 1, 3: 2}, "model.layers": MLP3_FIX},
     "two_nan_and_zero_init": {"data.missing": "median", "model.init": "he"},
