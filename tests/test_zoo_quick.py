@@ -42,6 +42,43 @@ def test_the_zoo_covers_every_code_that_a_spec_and_data_can_provoke():
             "sgd", "user-model", "generated"} <= tags
 
 
+def test_the_holdout_part_is_separate_and_sourced():
+    from benchmarks.zoo.holdout import HOLDOUT
+    from nn_doctor.catalogue import CATALOGUE
+    assert all(s.part == "dev" for s in SCENARIOS) and all(s.part == "holdout" for s in HOLDOUT)
+    assert not {s.name for s in SCENARIOS} & {s.name for s in HOLDOUT}
+    assert len({s.name for s in HOLDOUT}) == len(HOLDOUT)
+    faults = [s for s in HOLDOUT if not s.healthy]
+    assert len(faults) >= 30 and sum(s.healthy for s in HOLDOUT) >= 3
+    for s in faults:
+        assert s.expected and s.expected <= set(CATALOGUE), s.name
+        assert s.expected_first_fix in s.expected, s.name
+        assert any(src in s.source for src in ("Theia", "defects4ML", "TrainCheck", "SO", "forum")), s.name
+    for s in HOLDOUT + SCENARIOS:
+        assert s.fix is None or (isinstance(s.fix, dict) and s.fix), s.name
+        assert not (s.healthy and s.fix), s.name
+    # what is not the fault varies in the holdout too
+    tags = set().union(*(s.tags for s in HOLDOUT))
+    assert {"multiclass", "binary", "regression", "table", "image", "sequence", "conv", "lstm", "gru", "sgd",
+            "user-model", "generated"} <= tags
+
+
+def test_known_fixes_write_a_spec_the_plain_trainer_reads(tmp_path):
+    from benchmarks.plain_trainer import read_spec
+    from benchmarks.zoo.holdout import HOLDOUT
+    from benchmarks.zoo.scenarios import apply_fix
+    from nn_doctor.data import load_from_spec
+    for s in [x for x in SCENARIOS + HOLDOUT if x.fix]:
+        d = tmp_path / s.name
+        d.mkdir()
+        fixed = apply_fix(s.build(d, 0), s.fix)
+        spec, extras = read_spec(fixed)
+        load_from_spec(spec)                     # the data and any feature list the fix names exist
+        for dotted, value in s.fix.items():
+            if dotted.startswith("data.") and dotted.split(".")[1] in extras:
+                assert extras[dotted.split(".")[1]] == value, s.name
+
+
 def test_the_quick_subset_has_one_fault_per_step_and_two_healthy():
     zoo = by_name()
     quick = [zoo[n] for n in QUICK]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -58,6 +58,12 @@ class Scenario:
     allowed: frozenset[str] = frozenset()
     source: str = ""
     description: str = ""
+    # What a competent engineer would change in the spec to repair the fault: dotted-path overrides applied
+    # to the built spec ({"data.normalize": "standardize"}; a top-level key such as "loss" is replaced whole).
+    # None where no spec change repairs it (a missing file, duplicated rows, a bug in the user's own code):
+    # such scenarios are left out of the repair rate (benchmarks/run_zoo.py).
+    fix: dict[str, Any] | None = None
+    part: str = "dev"               # dev: the rules may be tuned on it; holdout: never (benchmarks/zoo/holdout.py)
 
     @property
     def step(self) -> int | None:
@@ -187,6 +193,16 @@ def write_spec(tmp: Path, spec: dict[str, Any], seed: int, **overrides: Any) -> 
     p = tmp / "spec.yaml"
     p.write_text(yaml.safe_dump(spec, sort_keys=False))
     return p
+
+
+def apply_fix(spec_path: Path, fix: dict[str, Any], out: Path | None = None) -> Path:
+    """Write the spec at `spec_path` with the dotted overrides of `fix` applied (next to it by default)."""
+    spec = yaml.safe_load(Path(spec_path).read_text())
+    for dotted, value in fix.items():
+        set_path(spec, dotted, copy.deepcopy(value))
+    out = out or Path(spec_path).with_name(Path(spec_path).stem + "_known_fix.yaml")
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
 
 
 def simple(kind: str, **overrides: Any) -> Callable[[Path, int], Path]:
@@ -532,6 +548,23 @@ class NegativeBias(nn.Module):
 """
 
 
+RAISES_IN_TRAIN_MODE = """
+import torch
+from torch import nn
+
+class TrainOnlyBug(nn.Module):
+    # a debugging branch left in forward(): in train mode it indexes a feature that does not exist
+    def __init__(self, n_in=13, hidden=32, n_out=3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, x):
+        if self.training:
+            x = x + x[:, 13:14]          # IndexError in every training step; eval mode is fine
+        return self.net(x)
+"""
+
+
 # ---- the zoo -------------------------------------------------------------------------------------------
 
 def S(name: str, build, expected, first_fix, tags=(), allowed=(), source="", description="", healthy=False):
@@ -783,6 +816,12 @@ SCENARIOS: list[Scenario] = [
     S("g406_update_ratio_sgd", simple("diabetes", **{"optimizer": {"name": "sgd", "lr": 1e-6}}),
       {"G406", "H301"}, "H301", ("gradients", "table", "regression", "sgd"), allowed=("H305", "H307", "H308"),
       source="DeepCrime change learning rate; Karpathy update ratio", description="plain sgd at 1e-6"),
+    S("g409_raises_in_train_mode", user_model("zoo_train_only_bug", RAISES_IN_TRAIN_MODE, "wine", "TrainOnlyBug",
+                                              {"n_in": 13, "hidden": 32, "n_out": 3}),
+      {"G409"}, "G409", ("gradients", "table", "multiclass", "user-model"),
+      allowed=("G400", "G405", "G407", "H300", "H305", "M208"),
+      source="issue 11 (a user model that raises only in train mode ended 'Healthy')",
+      description="forward() raises IndexError in train mode only"),
     S("g407_clamped_logits", user_model("zoo_clamped_logits", CLAMPED_LOGITS, "wine", "ClampedLogits",
                                         {"n_in": 13, "hidden": 32, "n_out": 3}),
       {"G407"}, "G407", ("gradients", "table", "multiclass", "user-model"), allowed=("H305",),
@@ -851,6 +890,94 @@ SCENARIOS: list[Scenario] = [
                                                                    "weight_decay": 0.01}}),
       set(), None, ("healthy", "table", "multiclass", "batchnorm"), healthy=True),
 ]
+
+# ---- the known fix of each dev scenario (what a competent engineer would change in the spec) -----------------
+
+def features_of(table_name: str, target: str) -> list[str]:
+    """The sample table's feature columns (a fix that selects them drops a column a fault added)."""
+    return [c for c in _table(table_name).columns if c != target]
+
+
+MLP3_FIX = mlp([32], "relu", 3)
+DEV_FIXES: dict[str, dict[str, Any] | None] = {
+    "d100_missing_file": None,                       # the data cannot be read: nothing trains, no spec key helps
+    "d100_target_absent": None,                      # idem (naming the right column is the user's knowledge)
+    "d101_nan_wine": {"data.missing": "median"},
+    "d102_inf_breast_cancer": {"data.missing": "drop"},
+    "d103_string_column": {"data.features": features_of("wine", "label")},
+    "d104_unscaled_wine": {"data.normalize": "standardize"},
+    "d104_raw_pixels_digits": {"data.normalize": "minmax"},
+    "d105_constant_columns": {"data.features": features_of("breast_cancer", "label")},
+    "d106_unit_error_outliers": None,                # clipping 4 records is a data edit no spec key expresses
+    "d107_labels_offset": {"data.label_map": {1: 0, 2: 1, 3: 2}},
+    "d107_string_labels": {"data.label_map": {"setosa": 0, "versicolor": 1, "virginica": 2}},
+    "d107_binary_labels_1_2": {"data.label_map": {1: 0, 2: 1}},
+    "d108_unscaled_target": {"data.normalize_target": True},
+    "d109_imbalanced": {"loss": {"name": "bce_with_logits", "class_weights": "balanced"}},
+    "d110_duplicates": None,                         # deduplicating is a data edit
+    "d110_conflicting_labels": None,                 # relabelling is a data edit
+    "d111_few_samples": None,                        # more data
+    "d112_leaking_column": {"data.features": features_of("wine", "label")},
+    "d112_leaking_regression": {"data.features": features_of("diabetes", "progression")},
+    "d113_shifted_validation": None,                 # the validation file itself is wrong
+    "d113_sorted_split": None,                       # re-splitting needs the rows back in one file
+    "d114_single_class": None,                       # the other classes were never collected
+    "d114_constant_target": None,
+    "m200_conv_on_table": {"model.layers": MLP3_FIX},
+    "m200_missing_flatten": {"model.layers": [{"type": "flatten"}, {"type": "linear", "out": 64}, {"type": "relu"},
+                                              {"type": "linear", "out": 10}]},
+    "m201_wrong_output_size": {"model.layers": MLP3_FIX},
+    "m201_two_logits_bce": {"model.layers": mlp([32], "relu", 1)},
+    "m202_softmax_before_ce": {"model.layers": MLP3_FIX},
+    "m202_relu_regression_output": {"model.layers": mlp([32], "relu", 1)},
+    "m202_sigmoid_before_bce_logits": {"model.layers": mlp([32], "relu", 1)},
+    "m203_mse_on_classes": {"loss": "cross_entropy", "model.layers": MLP3_FIX},
+    "m203_ce_on_regression": {"loss": "mse"},
+    "m204_zero_init": {"model.init": "he"},
+    "m204_constant_init_regression": {"model.init": "he"},
+    "m205_deep_relu_xavier": {"model.init": "he"},
+    "m205_large_normal_init": {"model.init": "he"},
+    "m206_deep_sigmoid": {"model.layers": mlp([32] * 6, "relu", 3), "model.init": "he"},
+    "m207_large_output_init": {"model.init": "he"},
+    "m208_too_narrow": {"model.layers": [{"type": "flatten"}, {"type": "linear", "out": 64}, {"type": "tanh"},
+                                         {"type": "linear", "out": 10}]},
+    "m208_linear_model_on_xor": {"model.layers": mlp([32], "relu", 2)},
+    "m208_too_big": {"model.layers": MLP3_FIX},
+    "h300_adam_lr_high": {"optimizer.lr": 0.003},
+    "h300_adam_lr_oscillates": {"optimizer.lr": 0.001},
+    "h300_sgd_lr_high": {"optimizer.lr": 0.1},
+    "h300_digits_mlp_lr_high": {"optimizer.lr": 0.003},
+    "h300_sgd_lr_nan_regression": {"optimizer.lr": 0.01},
+    "h300_lstm_lr_high": {"optimizer.lr": 0.003, "optimizer.grad_clip": 1.0},
+    "h301_adam_lr_low": {"optimizer.lr": 0.001},
+    "h301_sgd_lr_low": {"optimizer.lr": 0.1},
+    "h302_full_batch": {"training.batch_size": 32},
+    "h303_weight_decay": {"optimizer.weight_decay": 0.0},
+    "h303_heavy_dropout": {"model.layers": mlp([32, 32], "relu", 1, dropout=0.1)},
+    "h304_noisy_labels_overfit": {"optimizer.weight_decay": 0.01, "training.epochs": 20},
+    "h307_sgd_no_momentum": {"optimizer": {"name": "adam", "lr": 0.003}},
+    "h308_too_few_epochs": {"training.epochs": 10},
+    "g400_log_of_negative": {"data.normalize": "minmax"},
+    "g401_deep_sigmoid_sgd": {"model.layers": mlp([32] * 8, "relu", 3), "model.init": "he"},
+    "g401_tanh_small_init_sgd": {"model.init": "xavier"},
+    "g402_exploding_deep_relu": {"model.init": "he"},
+    "g402_init_explodes_to_nan": {"model.init": "he"},
+    "g403_dead_relu_bias": {"model.init": "he"},     # re-initialising zeroes the user model's -5 biases
+    "g404_tanh_unscaled": {"data.normalize": "standardize"},
+    "g405_unused_layer": None,                       # the user's forward() must change
+    "g405_frozen_encoder": None,                     # idem (requires_grad set in user code)
+    "g406_update_ratio_sgd": {"optimizer.lr": 0.01},
+    "g407_clamped_logits": None,                     # the clamp is in the user's forward()
+    "g409_raises_in_train_mode": None,               # the bug is in the user's forward()
+    "two_nan_and_lr_high": {"data.missing": "median", "optimizer.lr": 0.01},
+    "two_labels_offset_and_softmax": {"data.label_map": {1: 0, 2: 1, 3: 2}, "model.layers": MLP3_FIX},
+    "two_nan_and_zero_init": {"data.missing": "median", "model.init": "he"},
+    "two_inf_and_output_size": {"data.missing": "drop", "model.layers": mlp([32], "relu", 1)},
+    "two_mse_on_classes_and_lr_high": {"loss": "cross_entropy", "model.layers": MLP3_FIX, "optimizer.lr": 0.003},
+    "two_labels_offset_and_dead_relu": {"data.label_map": {1: 0, 2: 1, 3: 2}, "model.init": "he"},
+}
+assert {s.name for s in SCENARIOS if not s.healthy} == set(DEV_FIXES), "every dev fault needs a known fix (or None)"
+SCENARIOS = [replace(s, fix=None if s.healthy else DEV_FIXES[s.name], part="dev") for s in SCENARIOS]
 
 # One scenario per step plus two healthy ones: tests/test_zoo_quick.py runs these on every test run.
 QUICK = ["d107_labels_offset", "m202_softmax_before_ce", "h300_adam_lr_high", "g405_unused_layer",
