@@ -1543,6 +1543,9 @@ def run_data_checks(ds: Dataset, report: Report, select: list[str] | None = None
     """
     ctx = DataContext.build(ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs, spec=spec)
     select, ignore = select or [], ignore or []
+    for conversion in ds.conversions:      # data.check_types: what was read differently from the file
+        if conversion not in report.notes:
+            report.notes.append(conversion)
     report.step(Step.DATA).summary = ds.describe()
     found = run_checks(DATA_CODES[:1], ctx, report, select, ignore)
     if found or check_data_unreadable(ctx) is not None:
