@@ -22,10 +22,11 @@ from .errors import UsageError
 # Seeds: numpy's RandomState and most seeding helpers take 0..2**32-1; torch.manual_seed overflows past
 # 2**64 (a traceback without this bound). The doctor seeds numpy, torch and the splits with one value.
 MAX_SEED = 2**32 - 1
-# A layer's output size (`out`): a dimension beyond 2**31-1 cannot be indexed by the 32-bit kernels torch
-# uses on many devices, and no real layer comes near it (the widest, a vocabulary-sized output, is ~2.6e5);
-# such a value is a typo. model.py separately bounds the parameters a single layer may hold.
-MAX_LAYER_SIZE = 2**31 - 1
+# A layer's output size (`out`). The widest real layers (vocabulary-sized outputs) have ~2.6e5 units; at
+# 2**24 (16.7 million) one sample's activations are already 64 MiB and the weights GiBs, nothing a probe
+# trains in seconds, and far below the int64 sizes past which torch overflows with a traceback. A larger
+# value is a typo. model.py also bounds the parameters one layer may hold (MAX_LAYER_PARAMETERS).
+MAX_LAYER_SIZE = 2**24
 # User keyword arguments (model.kwargs, a layer's extra keys) must be plain data, nested at most this
 # deep (the loader allows 64 levels for the whole spec; kwargs sit a few levels down).
 MAX_KWARGS_DEPTH = 32
@@ -311,7 +312,7 @@ def format_validation_error(err: ValidationError, prefix: str | None = None) -> 
     elif typ == "greater_than_equal" and key == "seed":
         expected = f"expected a seed in 0..{MAX_SEED} (2**32-1)"
     elif typ == "less_than_equal" and key == "out":
-        expected = f"expected a layer size <= {MAX_LAYER_SIZE:,} (2**31-1)"
+        expected = f"expected a layer size <= {MAX_LAYER_SIZE:,} (the layer size limit)"
     elif typ in _EXPECT:
         expected = _EXPECT[typ].format(**ctx)
     elif typ == "literal_error":
