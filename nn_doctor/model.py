@@ -493,6 +493,8 @@ def _user_error(err: BaseException, base_dir: str | None) -> str:
     """'SystemExit: 3 (at net.py:12)': the error in one line, and where in the user's code it was raised."""
     if isinstance(err, RecursionError):
         msg = "RecursionError: maximum recursion depth exceeded (infinite recursion?)"
+    elif isinstance(err, SyntaxError):
+        msg = f"SyntaxError: {err.msg}"
     elif isinstance(err, SystemExit):
         msg = f"it calls sys.exit({err.code!r})" if err.code is not None else "it calls sys.exit()"
     else:
