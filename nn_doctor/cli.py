@@ -169,6 +169,29 @@ def _check_seed(seed: Optional[int]) -> None:
         raise UsageError(f"--seed: expected a seed in 0..{MAX_SEED} (2**32-1), got {shown}")
 
 
+# --steps: a probe is ~150 steps; a million is hours of training on any data, surely a typo.
+MAX_PROBE_STEPS = 1_000_000
+
+
+def _check_numbers(**values: Optional[float]) -> None:
+    """Numeric options: finite, and positive where they must be (an infinite --max-lr would make the lr
+    decades endless; a negative --budget or --steps would skip every probe and read as a pass)."""
+    import math
+    for name, v in values.items():
+        if v is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(v):
+            raise UsageError(f"{flag}: expected a finite number, got {v}")
+        if name == "gpus_per_probe":
+            if v < 0:
+                raise UsageError(f"{flag}: expected a number >= 0, got {v:g}")
+        elif v <= 0:
+            raise UsageError(f"{flag}: expected a positive number, got {v:g}")
+        if name == "steps" and v > MAX_PROBE_STEPS:
+            raise UsageError(f"{flag}: expected at most {MAX_PROBE_STEPS:,} steps per probe, got {v:g}")
+
+
 def _run(build, fmt, output, junit, fail_on, verbose, outputs: Optional[dict] = None,
          inputs: tuple[Optional[str], ...] = ()) -> None:
     """Run a command body; map errors to exit codes with one line on stderr, never a traceback.
@@ -237,6 +260,7 @@ def probe_lr(
     def build():
         from .doctor import probe_lr as run
         _check_seed(seed)
+        _check_numbers(max_lr=max_lr, min_lr=min_lr, steps=steps, budget=budget, gpus_per_probe=gpus_per_probe)
         return run(_options(config=config, max_lr=max_lr, min_lr=min_lr, steps=steps, lr=lr, batch_size=batch_size,
                             data=data, target=target, device=device, seed=seed, budget=budget, executor=executor,
                             ray_address=ray_address, gpus_per_probe=gpus_per_probe, select=select, ignore=ignore,
@@ -260,6 +284,7 @@ def probe_init(
     def build():
         from .doctor import probe_init as run
         _check_seed(seed)
+        _check_numbers(steps=steps, budget=budget, gpus_per_probe=gpus_per_probe)
         return run(_options(config=config, steps=steps, lr=lr, batch_size=batch_size, data=data, target=target,
                             device=device, seed=seed, budget=budget, executor=executor, ray_address=ray_address,
                             gpus_per_probe=gpus_per_probe, select=select, ignore=ignore, quiet=quiet))
@@ -282,6 +307,7 @@ def full_report(
     def build():
         from .doctor import full_report as run
         _check_seed(seed)
+        _check_numbers(budget=budget, gpus_per_probe=gpus_per_probe)
         example = config is None
         cfg = config or str(Path(__file__).parent / "examples" / "example.yaml")
         return run(_options(config=cfg, write_fixed=write_fixed, lr=lr, batch_size=batch_size, data=data,
