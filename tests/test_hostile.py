@@ -28,6 +28,14 @@ WINE = ROOT / "sample_data" / "wine.csv"
 FAST_S = 10.0          # "within a few seconds": a refusal never takes longer than this on a busy 2-core box
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_imports():
+    """Import what the commands import, once: the time bounds below measure the refusal, not torch's import."""
+    import nn_doctor.checks.data  # noqa: F401
+    import nn_doctor.doctor  # noqa: F401
+    import nn_doctor.model  # noqa: F401
+
+
 def cli(*args: str):
     """(exit code, stdout, stderr, seconds) of `nn-doctor ARGS`, with the properties every run must have."""
     t0 = time.perf_counter()
@@ -187,6 +195,18 @@ def test_layer_sizes_beyond_the_limits_are_refused(tmp_path):
     big = write(tmp_path, good_yaml().replace("out: 8", "out: 16000000").replace("out: 3", "out: 300"), "big.yaml")
     code, out, err, took = cli("probe-lr", "--config", big, "-q")
     assert code == 1 and "M200" in out and "per-layer parameter limit" in out and took < FAST_S
+
+
+@pytest.mark.parametrize("option,value,says", [
+    ("--max-lr", "inf", "--max-lr: expected a finite number"),      # the lr decades would never end
+    ("--budget", "-1", "--budget: expected a positive number"),     # every probe skipped, read as a pass
+    ("--budget", "nan", "--budget: expected a finite number"),
+    ("--steps", "-5", "--steps: expected a positive number"),
+    ("--lr", "nan", "optimizer.lr: expected a finite number"),
+    ("--batch-size", "0", "training.batch_size: expected a positive integer"),
+])
+def test_hostile_numeric_options_are_refused(tmp_path, option, value, says):
+    refused("probe-lr", "--config", write(tmp_path, good_yaml()), option, value, says=says)
 
 
 def test_infinite_floats_are_refused(tmp_path):
