@@ -23,9 +23,20 @@ from typing import Any
 from . import curves
 from .catalogue import Step, enabled
 from .report import Finding, Report
+from .series import thin
 
 CURVE_CODES = ["H304", "H305", "H306", "H308", "G400"]
 RAISED_PATTERNS = {"diverging", "data-problem"}   # H306 as a warning: no other finding names these
+LOG_PLOT_POINTS = 500     # logged points kept per curve for the HTML plot (enough for a 700 px wide line)
+
+
+def _points(series: curves.Series) -> list[list[Any]]:
+    """[[x, loss], ...] as logged (None for a non-finite value): every k-th point of a long log, and the last."""
+    pts = list(series)
+    kept = thin(pts, LOG_PLOT_POINTS)["values"]
+    if pts and kept[-1] is not pts[-1]:
+        kept.append(pts[-1])
+    return [[x, y] for x, y in kept]
 
 
 def _g(v: Any) -> str:
@@ -134,7 +145,9 @@ def check_curves(path: str | Path, train_col: str | None = None, val_col: str | 
             f"{info['train_points']} training points" + (f", {info['val_points']} validation" if val else "")
             + f", pattern {verdict.pattern}")
         report.probes["curves"] = {"pattern": verdict.pattern, "reason": verdict.reason,
-                                   "still_falling": verdict.still_falling, **extra["log"]}
+                                   "still_falling": verdict.still_falling, **extra["log"],
+                                   # the logged values as read (thinned), for the HTML report's plot
+                                   "train": _points(train), "val": _points(val) if val else None}
     if not any(r.checks_run for r in report.steps.values()):
         from .errors import UsageError
         raise UsageError("no check ran: --select/--ignore leave nothing to run for this command")

@@ -44,7 +44,8 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     val_source: str = "split"         # "split (20%, stratified)" or the validation file
     n_rows_read: int = 0              # before max_rows sampling
-    conversions: list[str] = field(default_factory=list)   # what check_types changed, said in the report
+    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken,
+                                                     # a column read as text by check_types, ...)
 
     @property
     def n_train(self) -> int:
@@ -341,17 +342,19 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int, stratify: bool) 
 
 def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | None = None,
                  val_path: str | Path | None = None, val_fraction: float = 0.2, task: str | None = None,
-                 max_rows: int | None = None, seed: int = 0, x_key: str = "X", y_key: str = "y") -> Dataset:
+                 max_rows: int | None = None, seed: int = 0, x_key: str = "X", y_key: str = "y",
+                 image_size: Any = None) -> Dataset:
     path = Path(path)
     source = str(path)
     suffix = path.suffix.lower()
+    if path.is_dir():   # an image folder: one subfolder per class (data_sources.py)
+        from .data_sources import load_image_folder
+        return load_image_folder(path, val_path=val_path, val_fraction=val_fraction, task=task, max_rows=max_rows,
+                                 seed=seed, image_size=image_size)
     if suffix not in TABLE_SUFFIXES | ARRAY_SUFFIXES:
-        if path.exists() and path.is_dir():
-            raise DataError(f"data path is a directory, not a file: {path}")
         raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}' "
-                        f"(expected .csv, .tsv, .parquet, .npz or .npy)")
-
-    conversions: list[str] = []
+                        f"(expected .csv, .tsv, .parquet, .npz or .npy, or a folder of images with one "
+                        f"subfolder per class)")
 
     def read(p: Path):
         if suffix in TABLE_SUFFIXES:
@@ -360,10 +363,8 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
                 raise DataError(f"{p}: which column is the target? pass --target COL or set data.target")
             tgt = [target] if isinstance(target, str) else list(target)
             X, y = _split_table(frame, tgt, features, str(p))
-            X, y = check_types(X, y, str(p), "table", conversions if p == path else [])
             return X, y, tgt, len(frame)
         X, y = read_arrays(p, x_key, y_key, target)
-        X, y = check_types(X, y, str(p), "array", conversions if p == path else [])
         return X, y, [str(target or y_key)], len(X)
 
     X, y, tgt, n_read = read(path)
@@ -371,12 +372,8 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
     if rows is not None:
         X = X.iloc[rows] if hasattr(X, "iloc") else X[rows]
         y = y.iloc[rows] if hasattr(y, "iloc") else y[rows]
-    resolved_task = task or infer_task(y)
     kind = "table" if suffix in TABLE_SUFFIXES else "array"
-    ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
-                 target=tgt, n_rows_read=n_read, conversions=conversions,
-                 feature_names=[str(c) for c in X.columns] if kind == "table" else
-                 [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
+    val = None
     if val_path is not None:
         vpath = Path(val_path)
         if vpath.suffix.lower() != suffix:
@@ -384,9 +381,31 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
         Xv, yv, _, _ = read(vpath)
         if kind == "table" and list(Xv.columns) != list(X.columns):
             raise DataError(f"{vpath}: columns differ from {path}")
+        val = (Xv, yv, str(vpath))
+    return build_dataset(X, y, source=source, kind=kind, target=tgt, n_rows_read=n_read, task=task, val=val,
+                         val_fraction=val_fraction, seed=seed)
+
+
+def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], n_rows_read: int,
+                  task: str | None, val: tuple[Any, Any, str] | None, val_fraction: float, seed: int,
+                  notes: list[str] | None = None) -> Dataset:
+    """A Dataset from what was read: the task inferred unless given, and a validation part, either `val`
+    (X, y, where it came from) or a seeded split of `val_fraction` (stratified for class labels).
+    Value types are checked first (check_types: refused, or converted and said in the notes)."""
+    notes = list(notes or [])
+    X, y = check_types(X, y, source, kind, notes)
+    if val is not None:
+        val = (*check_types(val[0], val[1], val[2], kind, []), val[2])
+    resolved_task = task or infer_task(y)
+    ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
+                 target=target, n_rows_read=n_rows_read, notes=notes,
+                 feature_names=[str(c) for c in X.columns] if kind == "table" else
+                 [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
+    if val is not None:
+        Xv, yv, vsource = val
         if kind == "array" and Xv.shape[1:] != X.shape[1:]:
-            raise DataError(f"{vpath}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
-        ds.X_val, ds.y_val, ds.val_source = Xv, yv, str(vpath)
+            raise DataError(f"{vsource}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
+        ds.X_val, ds.y_val, ds.val_source = Xv, yv, vsource
     elif val_fraction > 0 and len(y) >= 10:
         y_arr = np.asarray(y) if kind == "array" or isinstance(y, pd.Series) else np.asarray(y)
         stratify = resolved_task in ("classification", "binary") and y_arr.ndim == 1
@@ -416,16 +435,21 @@ def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, va
     """The spec's data section with command-line overrides (paths relative to the spec file)."""
     from .spec import resolve_path
     d = spec.data
+    if d.dataset and not data_path:   # the user's own Dataset (data_sources.py)
+        from .data_sources import load_user_dataset
+        return load_user_dataset(spec, task=task or spec.task, seed=spec.training.seed if seed is None else seed)
     path = Path(data_path) if data_path else resolve_path(spec, d.path)
     if path is None:
-        raise DataError("no data: set data.path in the spec or pass the data file")
+        raise DataError("no data: set data.path (a file or an image folder) or data.dataset in the spec, "
+                        "or pass the data file")
     vpath = Path(val_path) if val_path else resolve_path(spec, d.val_path)
     tgt = target if target is not None else d.target
     if isinstance(tgt, str) and tgt.endswith(".npy") and not Path(tgt).is_absolute() and not data_path:
         tgt = str(resolve_path(spec, tgt))
     return load_dataset(path, tgt, features=d.features, val_path=vpath, val_fraction=d.val_fraction,
                         task=task or spec.task, max_rows=d.max_rows,
-                        seed=spec.training.seed if seed is None else seed, x_key=d.x_key, y_key=d.y_key)
+                        seed=spec.training.seed if seed is None else seed, x_key=d.x_key, y_key=d.y_key,
+                        image_size=d.image_size)
 
 
 # ---- numeric arrays for the probes -------------------------------------------------------------
@@ -473,15 +497,20 @@ def _numeric_features(X: Any, repairs: list[str]) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def prepare_arrays(ds: Dataset) -> ArrayData:
+def prepare_arrays(ds: Dataset, missing: str = "drop", label_map: dict[Any, int] | None = None) -> ArrayData:
+    """Numeric arrays for training. `missing` (the spec's data.missing): "drop" rows with NaN/Inf in features or
+    target, "median" imputes features with the training rows' median, "keep" leaves non-finite features as they
+    are (what a plain training loop would see). Rows without a usable target are dropped in every mode."""
     repairs: list[str] = []
     Xtr = _numeric_features(ds.X, repairs)
     Xva = _numeric_features(ds.X_val, []) if ds.X_val is not None else None
     task = ds.task
+    if missing == "median":
+        Xtr, Xva = impute_median(Xtr, Xva, repairs)
 
     def bad_rows(X: np.ndarray, y: Any) -> np.ndarray:
         flat = X.reshape(len(X), -1)
-        bad = ~np.isfinite(flat).all(axis=1)
+        bad = np.zeros(len(X), dtype=bool) if missing == "keep" else ~np.isfinite(flat).all(axis=1)
         yv = pd.DataFrame(y) if not isinstance(y, (pd.Series, pd.DataFrame)) else y
         bad |= yv.isna().to_numpy().reshape(len(X), -1).any(axis=1)
         if task == "regression" or task == "multilabel":
@@ -489,18 +518,22 @@ def prepare_arrays(ds: Dataset) -> ArrayData:
             bad |= ~np.isfinite(ynum).reshape(len(X), -1).all(axis=1)
         return bad
 
+    what = "missing or infinite values" if missing == "drop" else "a missing target"
     ytr_raw, yva_raw = ds.y, ds.y_val
     bad = bad_rows(Xtr, ytr_raw)
     if bad.any():
-        repairs.append(f"dropped {int(bad.sum())} training rows with missing or infinite values")
+        repairs.append(f"dropped {int(bad.sum())} training rows with {what}")
         Xtr, ytr_raw = Xtr[~bad], (ytr_raw[~bad] if not hasattr(ytr_raw, "iloc") else ytr_raw.iloc[~bad])
     if Xva is not None:
         badv = bad_rows(Xva, yva_raw)
         if badv.any():
-            repairs.append(f"dropped {int(badv.sum())} validation rows with missing or infinite values")
+            repairs.append(f"dropped {int(badv.sum())} validation rows with {what}")
             Xva, yva_raw = Xva[~badv], (yva_raw[~badv] if not hasattr(yva_raw, "iloc") else yva_raw.iloc[~badv])
     if len(Xtr) == 0:
-        raise DataError("no usable training rows (every row has a missing or infinite value)")
+        raise DataError(f"no usable training rows (every row has {what})")
+    if label_map is not None and task in ("classification", "binary"):
+        ytr_raw, yva_raw = _apply_label_map(ytr_raw, label_map), \
+            (_apply_label_map(yva_raw, label_map) if yva_raw is not None else None)
 
     n_classes, classes, target_dim = None, [], 1
     if task in ("classification", "binary"):
@@ -530,6 +563,39 @@ def prepare_arrays(ds: Dataset) -> ArrayData:
     return ArrayData(X=Xtr, y=ytr, X_val=Xva if Xva is not None and len(Xva) else None,
                      y_val=yva if Xva is not None and len(Xva) else None, task=task, n_classes=n_classes,
                      target_dim=target_dim, classes=classes, repairs=repairs, feature_names=ds.feature_names)
+
+
+def impute_median(Xtr: np.ndarray, Xva: np.ndarray | None, repairs: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace NaN/Inf features by the training rows' per-feature median (validation uses the same medians)."""
+    flat = Xtr.reshape(len(Xtr), -1).astype(np.float64)
+    bad = ~np.isfinite(flat)
+    if not bad.any() and (Xva is None or np.isfinite(Xva).all()):
+        return Xtr, Xva
+    med = np.nanmedian(np.where(bad, np.nan, flat), axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+
+    def fill(X: np.ndarray) -> tuple[np.ndarray, int]:
+        f = X.reshape(len(X), -1).astype(np.float64)
+        b = ~np.isfinite(f)
+        f[b] = np.broadcast_to(med, f.shape)[b]
+        return f.reshape(X.shape).astype(np.float32), int(b.sum())
+    Xtr, n = fill(Xtr)
+    repairs.append(f"imputed {n} non-finite training values with the column median")
+    if Xva is not None:
+        Xva, _ = fill(Xva)
+    return Xtr, Xva
+
+
+def _apply_label_map(y: Any, label_map: dict[Any, int]) -> np.ndarray:
+    """Raw labels -> class ids by the spec's data.label_map (keys compared as text: YAML reads 1 and '1' alike)."""
+    lookup = {str(k): int(v) for k, v in label_map.items()}
+    flat = np.asarray(y).ravel()
+    def key(v: Any) -> str:
+        return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+    missing = sorted({key(v) for v in flat.tolist()} - set(lookup))
+    if missing:
+        raise DataError(f"data.label_map has no entry for the label(s) {', '.join(missing[:5])}")
+    return np.array([lookup[key(v)] for v in flat.tolist()], dtype=np.int64)
 
 
 def _short(values: list[Any], n: int = 6) -> str:

@@ -8,6 +8,8 @@ echoed in those lines are cut to MAX_ECHO_CHARS. No torch import here.
 """
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -96,6 +98,25 @@ class DataSpec(_Strict):
     max_rows: Optional[PositiveInt] = None
     x_key: str = "X"
     y_key: str = "y"
+    # rows with NaN/Inf: keep them (your training sees them), drop them, or impute features with the
+    # training median (rows without a target are dropped either way)
+    missing: Literal["keep", "drop", "median"] = "keep"
+    # explicit raw label -> class index (e.g. {1: 0, 2: 1, 3: 2}); without it labels are sorted and numbered
+    label_map: Optional[dict[Union[str, int, float, bool], int]] = None
+    # the user's own data: package.module:function (or :Dataset class / object), imported from the spec's folder;
+    # it returns a torch.utils.data.Dataset, or arrays/tensors (X, y)
+    dataset: Optional[str] = None
+    image_size: Optional[Union[PositiveInt, list[PositiveInt]]] = None   # image folders: resize to S x S or [H, W]
+
+    @model_validator(mode="after")
+    def _source(self) -> "DataSpec":
+        if self.dataset is not None and ":" not in self.dataset:
+            raise ValueError(f"data.dataset must look like package.module:function, got {self.dataset!r}")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give data.path (a file or an image folder) or data.dataset, not both")
+        if isinstance(self.image_size, list) and len(self.image_size) != 2:
+            raise ValueError(f"data.image_size: expected one size or [height, width], got {self.image_size}")
+        return self
 
 
 class LayerSpec(BaseModel):
@@ -229,6 +250,8 @@ class Spec(_Strict):
     training: TrainingSpec = TrainingSpec()
     # where the spec came from (not a YAML key): user code is imported relative to it
     base_dir: Optional[str] = Field(None, exclude=True)
+    # the mapping the user wrote (not a YAML key): --write-fixed writes it back with only the fixes changed
+    source_raw: Optional[dict[str, Any]] = Field(None, exclude=True, repr=False)
 
     def with_overrides(self, **changes: Any) -> "Spec":
         """A deep copy with dotted-path changes: spec.with_overrides(**{"optimizer.lr": 0.01})."""
@@ -346,6 +369,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None, source: str = "spec
     except ValidationError as err:
         raise UsageError(f"{source}: {format_validation_error(err)}") from None
     spec.base_dir = str(Path(base_dir).resolve()) if base_dir else None
+    spec.source_raw = copy.deepcopy(raw)
     return spec
 
 
