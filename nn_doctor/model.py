@@ -489,7 +489,7 @@ def _display(filename: str, base_dir: str | None) -> str:
     return os.path.basename(filename)
 
 
-def _user_error(err: BaseException, base_dir: str | None) -> str:
+def user_error(err: BaseException, base_dir: str | None) -> str:
     """'SystemExit: 3 (at net.py:12)': the error in one line, and where in the user's code it was raised."""
     if isinstance(err, RecursionError):
         msg = "RecursionError: maximum recursion depth exceeded (infinite recursion?)"
@@ -531,11 +531,11 @@ def import_object(ref: str, base_dir: str | None, what: str = "model.class") -> 
                 where = f" (looked in {base_dir} first, then the installed packages)" if base_dir else ""
                 raise UsageError(f"{label}: cannot import {modname}: {e}{where}") from None
             # the module exists but itself imports something missing: say where
-            raise UsageError(f"{label}: importing {modname} failed: {_user_error(e, base_dir)}") from None
+            raise UsageError(f"{label}: importing {modname} failed: {user_error(e, base_dir)}") from None
         except KeyboardInterrupt:
             raise
         except BaseException as e:   # SystemExit, RecursionError, any error at the module's top level
-            raise UsageError(f"{label}: importing {modname} failed: {_user_error(e, base_dir)}") from None
+            raise UsageError(f"{label}: importing {modname} failed: {user_error(e, base_dir)}") from None
     finally:
         if inserted:
             try:
@@ -567,7 +567,7 @@ def _build_user_model(ref: str, kwargs: dict, shape: tuple[int, ...], base_dir: 
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         if len(args) > _MAX_TORCH_MSG:
             args = args[:_MAX_TORCH_MSG - 3] + "..."
-        raise UsageError(f"{label}: {name}({args}) failed: {_user_error(e, base_dir)}") from None
+        raise UsageError(f"{label}: {name}({args}) failed: {user_error(e, base_dir)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{label}: {name}(...) returned {type(model).__name__}, not a torch.nn.Module")
 
@@ -587,7 +587,7 @@ def _build_user_model(ref: str, kwargs: dict, shape: tuple[int, ...], base_dir: 
         raise
     except BaseException as e:   # SystemExit and RecursionError too: a forward that ends the process is a bug
         raise ModelBuildError(f"{label}: a forward pass on an input of shape {_fmt(dummy.shape)} fails: "
-                              f"{_user_error(e, base_dir)}", layer="model.class",
+                              f"{user_error(e, base_dir)}", layer="model.class",
                               evidence={"class": ref, "input_shape": list(shape),
                                         "torch_error": _torch_msg(e), "where": user_frame(e, base_dir)}) from None
     finally:

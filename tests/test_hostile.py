@@ -372,6 +372,16 @@ def test_a_forward_calling_sys_exit_is_m200_naming_the_line(tmp_path, command):
     assert "Healthy" not in out and took < 3 * FAST_S
 
 
+def test_a_forward_exiting_on_its_second_call_is_m200(tmp_path):
+    """The build's shape forward passes; the second (the size check before the probes) exits."""
+    p = user_spec(tmp_path, "hx_fwd_nth", fwd="self.calls = getattr(self, 'calls', 0) + 1\n"
+                                               "        if self.calls == 2:\n            sys.exit(0)")
+    code, out, _, _ = cli("probe-lr", "--config", p, "-q")
+    assert code == 1 and "M200" in out and "a second forward pass fails: it calls sys.exit(0)" in out
+    code, out, _, _ = cli("check-data", "--config", p, "-q")          # sized for D111 only: no size, no crash
+    assert code in (0, 1) and "Traceback" not in out
+
+
 def test_a_forward_recursing_forever_is_m200(tmp_path):
     p = user_spec(tmp_path, "hx_fwd_rec", fwd="return self.forward(x)")
     code, out, _, _ = cli("probe-lr", "--config", p, "-q")
