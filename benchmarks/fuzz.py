@@ -36,7 +36,7 @@ def run(specs: int, data: int, user: int, seed: int) -> dict:
     outcomes: dict[str, list[F.Outcome]] = collections.defaultdict(list)
 
     def cfg(n: int) -> settings:
-        return settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
+        return settings(max_examples=max(1, n), deadline=None, database=None, phases=[Phase.generate],
                         suppress_health_check=list(HealthCheck), derandomize=False)
 
     @hseed(seed)
