@@ -16,7 +16,7 @@ from .data import Dataset
 from .errors import DataError, ModelBuildError, UsageError
 from .plan import INIT_VARIANTS, LR_PROBE_STEPS, PROBE_HEALTH_CODES, init_variants, model_builds, resources, \
     run_probes
-from .report import Finding, Report
+from .report import Report
 from .series import record_series
 from .session import Options, Session, display_path, steps_per_epoch
 from .spec import Spec
@@ -121,9 +121,8 @@ def full_report(opts: Options, example: bool = False) -> Report:
     try:
         ds = s.load_data(spec)
     except DataError as err:
-        s.report.mark_checked("D100")
-        s.report.add(Finding("D100", str(err), "fix the data path or the file named in the message",
-                             {"path": str(spec.data.path or spec.data.dataset)}))
+        from .checks.data import UnreadableData
+        run_checks(["D100"], UnreadableData(str(err), str(spec.data.path or spec.data.dataset)), s.report, [], [])
         s.report.inputs.setdefault("data", str(spec.data.path or spec.data.dataset))
         _static_model_checks_without_data(s)
         for st in (Step.HYPERPARAMETERS, Step.GRADIENTS, Step.RESOURCES):
