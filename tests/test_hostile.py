@@ -382,6 +382,13 @@ def test_a_forward_exiting_on_its_second_call_is_m200(tmp_path):
     assert code in (0, 1) and "Traceback" not in out
 
 
+def test_a_forward_returning_none_on_its_second_call_is_m200(tmp_path):
+    p = user_spec(tmp_path, "hx_fwd_none2", fwd="self.calls = getattr(self, 'calls', 0) + 1\n"
+                                                 "        if self.calls == 2:\n            return None")
+    code, out, _, _ = cli("full-report", "--config", p, "-q")
+    assert code == 1 and "M200" in out and "a second forward pass returns NoneType" in out
+
+
 def test_a_forward_recursing_forever_is_m200(tmp_path):
     p = user_spec(tmp_path, "hx_fwd_rec", fwd="return self.forward(x)")
     code, out, _, _ = cli("probe-lr", "--config", p, "-q")
