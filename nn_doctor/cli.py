@@ -6,6 +6,7 @@ Exit codes (report.md): 0 no finding at/above --fail-on, 1 some, 2 usage error /
 """
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -125,6 +126,105 @@ def _emit(report, fmt: Fmt, output: Optional[Path], junit: Optional[Path], fail_
     raise typer.Exit(report.exit_code(fail_on.value))
 
 
+# An error line is cut to this many characters: each message names its key or file and shortens the
+# values it echoes; this is the last guard against a path or torch message of thousands of characters.
+MAX_ERROR_LINE = 600
+
+
+def _error(err: BaseException | str) -> None:
+    """One line on stderr: 'nn-doctor: error: ...', newlines folded, cut to MAX_ERROR_LINE."""
+    text = " ".join(str(err).split())
+    if len(text) > MAX_ERROR_LINE:
+        text = text[:MAX_ERROR_LINE - 1] + "…"
+    typer.echo(f"nn-doctor: error: {text}", err=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, ValueError):
+        return False
+
+
+def check_output_paths(outputs: dict[str, Optional[str | Path]], inputs: tuple[Optional[str], ...] = ()) -> None:
+    """Every file the command will write (option -> path) can be written, before any work is done:
+    not a folder, its folder exists and is writable, an existing file is writable, two options do not
+    name the same file, and no output overwrites an input (the spec or the data). UsageError otherwise."""
+    seen: dict[Path, str] = {}
+    for option, raw in outputs.items():
+        if raw is None or raw == "":
+            if raw == "":
+                raise UsageError(f"{option}: an empty path")
+            continue
+        path = Path(raw)
+        shown = str(raw) if len(str(raw)) <= 120 else str(raw)[:119] + "…"
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+            parent = path.parent if str(path.parent) else Path(".")
+            parent_ok = parent.is_dir()
+        except (OSError, ValueError) as err:    # a name too long, a NUL byte
+            raise UsageError(f"{option} {shown}: not a usable path ({getattr(err, 'strerror', None) or err})") \
+                from None
+        if is_dir:
+            raise UsageError(f"{option} {shown}: is a folder; give a file name (e.g. {shown.rstrip('/')}/report.txt)")
+        if not parent_ok:
+            raise UsageError(f"{option} {shown}: the folder {parent} does not exist")
+        if exists and not path.is_file():
+            raise UsageError(f"{option} {shown}: not a regular file")
+        for inp in inputs:
+            if inp and _same_file(path, Path(inp)):
+                raise UsageError(f"{option} {shown}: is an input of this command; writing it would overwrite it")
+        key = path.resolve()
+        if key in seen:
+            raise UsageError(f"{option} and {seen[key]} name the same file {shown}")
+        seen[key] = option
+        _try_open(option, shown, path, exists)
+
+
+def _try_open(option: str, shown: str, path: Path, exists: bool) -> None:
+    """Open the file as the command later will (append: an existing file is left as it is; a new one is
+    removed again). os.access alone is not enough: it says yes to root on a read-only mount or in /proc."""
+    try:
+        with open(path, "a" if exists else "x", encoding="utf-8"):
+            pass
+        if not exists:
+            path.unlink()
+    except OSError as err:
+        raise UsageError(f"{option} {shown}: cannot write there: {err.strerror}") from None
+
+
+MAX_SEED = 2**32 - 1   # spec.MAX_SEED (not imported here: --help stays light)
+
+
+def _check_seed(seed: Optional[int]) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        shown = str(seed) if abs(seed) < 10**30 else f"an integer of {len(str(abs(seed)))} digits"
+        raise UsageError(f"--seed: expected a seed in 0..{MAX_SEED} (2**32-1), got {shown}")
+
+
+# --steps: a probe is ~150 steps; a million is hours of training on any data, surely a typo.
+MAX_PROBE_STEPS = 1_000_000
+
+
+def _check_numbers(**values: Optional[float]) -> None:
+    """Numeric options: finite, and positive where they must be (an infinite --max-lr would make the lr
+    decades endless; a negative --budget or --steps would skip every probe and read as a pass)."""
+    import math
+    for name, v in values.items():
+        if v is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(v):
+            raise UsageError(f"{flag}: expected a finite number, got {v}")
+        if name == "gpus_per_probe":
+            if v < 0:
+                raise UsageError(f"{flag}: expected a number >= 0, got {v:g}")
+        elif v <= 0:
+            raise UsageError(f"{flag}: expected a positive number, got {v:g}")
+        if name == "steps" and v > MAX_PROBE_STEPS:
+            raise UsageError(f"{flag}: expected at most {MAX_PROBE_STEPS:,} steps per probe, got {v:g}")
+
+
 def _check_html(html: Optional[Path]) -> None:
     """--html needs matplotlib: say so before any work, not after minutes of probes."""
     if html is None:
@@ -137,13 +237,17 @@ def _check_html(html: Optional[Path]) -> None:
         raise UsageError(f"--html {html}: is a directory; give a file name such as report.html")
 
 
-def _run(build, fmt, output, junit, fail_on, verbose, html: Optional[Path] = None) -> None:
-    """Run a command body; map errors to exit codes with one line on stderr, never a traceback."""
+def _run(build, fmt, output, junit, fail_on, verbose, html: Optional[Path] = None,
+         outputs: Optional[dict] = None, inputs: tuple[Optional[str], ...] = ()) -> None:
+    """Run a command body; map errors to exit codes with one line on stderr, never a traceback.
+    Every file the command writes (-o, --junit-xml, --html and `outputs`, option -> path) is checked
+    before the body runs."""
     try:
         _check_html(html)
+        check_output_paths({"-o": output, "--junit-xml": junit, "--html": html, **(outputs or {})}, inputs)
         report = build()
     except UsageError as err:
-        typer.echo(f"nn-doctor: error: {err}", err=True)
+        _error(err)
         raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("nn-doctor: interrupted before anything could be reported", err=True)
@@ -151,7 +255,7 @@ def _run(build, fmt, output, junit, fail_on, verbose, html: Optional[Path] = Non
     try:
         _emit(report, fmt, output, junit, fail_on, verbose, html)
     except UsageError as err:
-        typer.echo(f"nn-doctor: error: {err}", err=True)
+        _error(err)
         raise typer.Exit(2)
 
 
@@ -176,11 +280,12 @@ def check_data(
         if data is not None and data_opt is not None and data != data_opt:
             raise UsageError(f"two data files given ({data} and --data {data_opt}); pass one")
         data = data if data is not None else data_opt
+        _check_seed(seed)
         if data is None and config is None:
             raise UsageError("pass a data file (nn-doctor check-data data.csv --target label) or --config SPEC")
         return run(_options(config=config, data=data, target=target, task=task, val=val, seed=seed,
                             select=select, ignore=ignore, quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html, inputs=(config, data, val))
 
 
 def _check_task(task: Optional[str]) -> None:
@@ -207,11 +312,13 @@ def probe_lr(
     def build():
         _check_cluster(executor, ray_address)
         from .doctor import probe_lr as run
+        _check_seed(seed)
+        _check_numbers(max_lr=max_lr, min_lr=min_lr, steps=steps, budget=budget, gpus_per_probe=gpus_per_probe)
         return run(_options(config=config, max_lr=max_lr, min_lr=min_lr, steps=steps, lr=lr, batch_size=batch_size,
                             data=data, target=target, device=device, seed=seed, budget=budget, executor=executor,
                             ray_address=ray_address, gpus_per_probe=gpus_per_probe, select=select, ignore=ignore,
                             quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html, inputs=(config, data))
 
 
 @app.command(cls=_Command, name="probe-init")
@@ -231,10 +338,12 @@ def probe_init(
     def build():
         _check_cluster(executor, ray_address)
         from .doctor import probe_init as run
+        _check_seed(seed)
+        _check_numbers(steps=steps, budget=budget, gpus_per_probe=gpus_per_probe)
         return run(_options(config=config, steps=steps, lr=lr, batch_size=batch_size, data=data, target=target,
                             device=device, seed=seed, budget=budget, executor=executor, ray_address=ray_address,
                             gpus_per_probe=gpus_per_probe, select=select, ignore=ignore, quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html, inputs=(config, data))
 
 
 @app.command(cls=_Command, name="full-report")
@@ -254,13 +363,16 @@ def full_report(
     def build():
         _check_cluster(executor, ray_address)
         from .doctor import full_report as run
+        _check_seed(seed)
+        _check_numbers(budget=budget, gpus_per_probe=gpus_per_probe)
         example = config is None
         cfg = config or str(Path(__file__).parent / "examples" / "example.yaml")
         return run(_options(config=cfg, write_fixed=write_fixed, lr=lr, batch_size=batch_size, data=data,
                             target=target, device=device, seed=seed, budget=budget, executor=executor,
                             ray_address=ray_address, gpus_per_probe=gpus_per_probe, select=select, ignore=ignore,
                             quiet=quiet), example=example)
-    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html, outputs={"--write-fixed": write_fixed},
+         inputs=(config, data))
 
 
 @app.command(cls=_Command, name="check-curves")
@@ -279,7 +391,7 @@ def check_curves(
         from .catalogue import parse_codes
         from .curve_report import check_curves as run
         return run(log, train_col, val_col, step_col, select=parse_codes(select), ignore=parse_codes(ignore))
-    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html, inputs=(log,))
 
 
 @app.command(cls=_Command, name="explain")
@@ -321,3 +433,27 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("nn-doctor: interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:          # `nn-doctor ... | head`: the reader left; nothing more to say
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(1)
+    except (SystemExit, typer.Exit):
+        raise
+    except BaseException as err:     # the last resort: real cases are handled where they arise
+        _last_resort(err)
+
+
+def _last_resort(err: BaseException) -> None:
+    """An error no handler expected: one line naming it and where it was raised, a request to report
+    it, exit 2. Never a traceback (set NN_DOCTOR_TRACEBACK=1 to see one when reporting)."""
+    import traceback
+    if os.environ.get("NN_DOCTOR_TRACEBACK"):
+        traceback.print_exception(err)
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    msg = " ".join(str(err).split())[:200] if not isinstance(err, RecursionError) else "maximum recursion depth exceeded"
+    typer.echo(f"nn-doctor: internal error: {type(err).__name__}: {msg}{where}; please report it "
+               f"(NN_DOCTOR_TRACEBACK=1 shows the traceback)", err=True)
+    sys.exit(2)

@@ -45,7 +45,8 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     val_source: str = "split"         # "split (20%, stratified)" or the validation file
     n_rows_read: int = 0              # before max_rows sampling
-    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken, ...)
+    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken,
+                                                     # a column read as text by check_types, ...)
 
     @property
     def n_train(self) -> int:
@@ -114,7 +115,116 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no columns")
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
+    if not frame.index.is_unique:     # a Parquet file may carry a stored index with repeats: rows by position
+        frame = frame.reset_index(drop=True)
     return frame
+
+
+# ---- value types ---------------------------------------------------------------------------------
+# What the data may hold (findings.md D103; issue "hostile input"). Per column or array:
+#
+#   numbers (int, uint, float), bool            used as they are
+#   strings, categories                         features: D103 (non-numeric); target: class labels
+#   dates, durations                            features: D103; target: refused (a date is no label or number)
+#   complex numbers                             refused, features or target (casting drops the imaginary part)
+#   nested cells (lists, dicts, arrays, sets)   features: read as their text, said in the report, and D103
+#                                               names the column; target: refused (one value per row)
+#   structured / raw-bytes arrays (.npz)        refused
+#
+# "Refused" is a DataError: exit 2 in check-data, D100 in full-report; never a crash inside a check.
+NESTED_CELL_TYPES = (list, tuple, dict, set, frozenset, np.ndarray)
+TYPE_SCAN_ROWS = 1000     # object columns: the first this-many non-missing cells are inspected for nested
+                          # values (a column of lists is lists throughout; the scan stays cheap on big files)
+
+
+def _kind_word(dtype: Any) -> str | None:
+    """'complex numbers' | 'dates' | 'durations' | 'structured records' | None (acceptable)."""
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return "dates"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "durations"
+    if pd.api.types.is_complex_dtype(dtype):
+        return "complex numbers"
+    if isinstance(dtype, np.dtype) and dtype.kind == "V":
+        return "structured records" if dtype.names else "raw bytes"
+    if isinstance(dtype, pd.PeriodDtype) or isinstance(dtype, pd.IntervalDtype):
+        return "periods or intervals"
+    return None
+
+
+def _nested_example(col: pd.Series) -> Any:
+    """The first nested cell (list, dict, array, ...) of an object column among its first TYPE_SCAN_ROWS
+    non-missing cells, or None."""
+    if col.dtype != object and not isinstance(col.dtype, pd.ArrowDtype):
+        return None
+    head = col.dropna().iloc[:TYPE_SCAN_ROWS] if col.dtype == object else col.iloc[:TYPE_SCAN_ROWS]
+    for v in head.tolist():
+        if isinstance(v, NESTED_CELL_TYPES):
+            return v
+    return None
+
+
+def _example_text(v: Any, limit: int = 40) -> str:
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _as_text(col: pd.Series) -> pd.Series:
+    """A column of nested cells as text: arrays as lists, missing cells kept missing."""
+    return col.map(lambda v: v if v is None or (isinstance(v, float) and v != v)
+                   else repr(v.tolist() if isinstance(v, np.ndarray) else v)).astype(object)
+
+
+def check_types(X: Any, y: Any, source: str, kind: str, conversions: list[str]) -> tuple[Any, Any]:
+    """Refuse or convert the value types the table above names; returns (X, y), converted where said."""
+    if kind == "array":
+        what = _kind_word(X.dtype)
+        if what in ("complex numbers", "structured records", "raw bytes"):
+            raise DataError(f"{source}: X holds {what} ({X.dtype}); the probes train on real numbers"
+                            + ("; split real and imaginary parts into two features" if what.startswith("complex")
+                               else "; save a plain numeric array"))
+        if 0 in X.shape[1:]:
+            raise DataError(f"{source}: X has no features: its samples have shape {tuple(X.shape[1:])}")
+        y = np.asarray(y)
+        if y.ndim == 0 or y.ndim > 2:
+            raise DataError(f"{source}: the target must be (samples,) or (samples, outputs); got shape {y.shape}")
+        if y.ndim == 2 and y.shape[1] == 0:
+            raise DataError(f"{source}: the target has no columns (shape {y.shape})")
+        what = _kind_word(y.dtype)
+        if what is not None:
+            raise DataError(f"{source}: the target holds {what} ({y.dtype}); a target must be numbers or "
+                            f"class labels")
+        return X, y
+    # tables
+    frame_y = y.to_frame() if isinstance(y, pd.Series) else y
+    for c in frame_y.columns:
+        col = frame_y[c]
+        what = _kind_word(col.dtype)
+        nested = _nested_example(col)
+        if what is not None or nested is not None:
+            held = what or f"{type(nested).__name__}s (e.g. {_example_text(nested)})"
+            hint = ("; for several 0/1 targets list their columns (data.target: [a, b, c])" if nested is not None
+                    else "; convert it to numbers (e.g. days since a date) or class labels")
+            raise DataError(f"{source}: target column {str(c)!r} holds {held}; a target must be one number or "
+                            f"class label per row{hint}")
+    converted = []
+    for c in X.columns:
+        col = X[c]
+        if pd.api.types.is_complex_dtype(col.dtype):
+            raise DataError(f"{source}: feature column {str(c)!r} holds complex numbers; the probes train on "
+                            f"real numbers: split it into real and imaginary columns")
+        if _nested_example(col) is not None:
+            converted.append(c)
+    if converted:
+        X = X.copy()
+        for c in converted:
+            X[c] = _as_text(X[c])
+        names = ", ".join(map(str, converted[:5])) + (" ..." if len(converted) > 5 else "")
+        conversions.append(f"feature column{'s' * (len(converted) > 1)} {names} hold{'s' * (len(converted) == 1)} "
+                           f"lists, dicts or arrays: read as text for the checks (D103 names "
+                           f"{'them' if len(converted) > 1 else 'it'}; the probes leave "
+                           f"{'them' if len(converted) > 1 else 'it'} out)")
+    return X, y
 
 
 def read_arrays(path: Path, x_key: str, y_key: str, target: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +257,8 @@ def read_arrays(path: Path, x_key: str, y_key: str, target: Any) -> tuple[np.nda
         raise DataError(f"{path}: X must have a sample axis and at least one feature axis, got shape {X.shape}")
     if len(X) == 0:
         raise DataError(f"{path}: X has no samples")
+    if y.ndim == 0:
+        raise DataError(f"{path}: the target is a single value, not one per sample (shape ())")
     if len(X) != len(y):
         raise DataError(f"{path}: X has {len(X)} samples but the target has {len(y)}")
     return X, y
@@ -279,10 +391,15 @@ def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], 
                   task: str | None, val: tuple[Any, Any, str] | None, val_fraction: float, seed: int,
                   notes: list[str] | None = None) -> Dataset:
     """A Dataset from what was read: the task inferred unless given, and a validation part, either `val`
-    (X, y, where it came from) or a seeded split of `val_fraction` (stratified for class labels)."""
+    (X, y, where it came from) or a seeded split of `val_fraction` (stratified for class labels).
+    Value types are checked first (check_types: refused, or converted and said in the notes)."""
+    notes = list(notes or [])
+    X, y = check_types(X, y, source, kind, notes)
+    if val is not None:
+        val = (*check_types(val[0], val[1], val[2], kind, []), val[2])
     resolved_task = task or infer_task(y)
     ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
-                 target=target, n_rows_read=n_rows_read, notes=list(notes or []),
+                 target=target, n_rows_read=n_rows_read, notes=notes,
                  feature_names=[str(c) for c in X.columns] if kind == "table" else
                  [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
     if val is not None:
@@ -298,6 +415,15 @@ def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], 
             stratify = bool(counts.min() >= 2)
         tr, va = stratified_split(y_arr if y_arr.ndim == 1 else np.arange(len(y_arr)), val_fraction, seed,
                                   stratify)
+        if stratify and (len(tr) == 0 or len(va) == 0):   # rounding per class emptied a side: plain split
+            stratify = False
+            tr, va = stratified_split(np.arange(len(y_arr)), val_fraction, seed, False)
+        if len(tr) == 0 or len(va) == 0:
+            side = "training" if len(tr) == 0 else "validation"
+            raise DataError(f"data.val_fraction {val_fraction:g} leaves no {side} rows of {len(y_arr)}: a split "
+                            f"needs rows on both sides; "
+                            + ("lower it" if side == "training" else "raise it, or set val_fraction: 0 "
+                               "(no validation)"))
         take = (lambda a, i: a.iloc[i]) if kind == "table" else (lambda a, i: a[i])
         ds.X, ds.X_val = take(X, tr), take(X, va)
         ds.y, ds.y_val = take(y, tr) if hasattr(y, "iloc") else y[tr], take(y, va) if hasattr(y, "iloc") else y[va]

@@ -59,7 +59,9 @@ def _model_size(spec: Spec, ds: Dataset) -> tuple[int | None, int | None]:
         with torch.no_grad():
             out = model.eval()(torch.zeros((2,) + tuple(ds.sample_shape)))
         return count_parameters(model), int(out.shape[-1]) if out.dim() > 1 else 1
-    except (ModelBuildError, UsageError, RuntimeError, ValueError, TypeError):
+    except KeyboardInterrupt:
+        raise
+    except BaseException:   # the user's model is only sized here: whatever it raises (or exits), no size
         return None, None
 
 

@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 DUMMY_BATCH = 2          # samples in the shape-inference batch (2, not 1: BatchNorm-style layers need >1)
+# One layer's parameters, counted on the meta device before anything is allocated: 2**28 is 1 GiB of
+# float32 weights (3 GiB with Adam's moments), several times the largest layer of GPT-2 XL (~66M); beyond it
+# the build alone can exhaust memory, and no probe would train it in seconds.
+MAX_LAYER_PARAMETERS = 2**28
 _MAX_TORCH_MSG = 200     # torch error messages are cut to this many characters in one-line reports
 
 
@@ -339,6 +343,15 @@ def _construct(typ: str, layer, in_shape: tuple[int, ...], path: str, top: int) 
             raise err(f"needs '{key}', e.g. {{type: {typ}, {key}: {_example(typ, key)}}}", missing_key=key)
 
     try:
+        with torch.device("meta"):     # the size first: nothing is allocated on the meta device
+            n_params = sum(p.numel() for p in (RecurrentLast(typ, **kw) if typ in ("lstm", "gru")
+                                                else cls(**kw)).parameters())
+    except Exception:                  # bad values: the real construction below says what is wrong
+        n_params = 0
+    if n_params > MAX_LAYER_PARAMETERS:
+        raise err(f"would hold {n_params:,} parameters ({n_params * 4 / 2**30:.1f} GiB as float32), more than "
+                  f"{MAX_LAYER_PARAMETERS:,} (the per-layer parameter limit)", n_params=n_params)
+    try:
         if typ in ("lstm", "gru"):
             return RecurrentLast(typ, **kw)
         return cls(**kw)
@@ -445,6 +458,51 @@ def _under(path: str | None, base_dir: str) -> bool:
         return False
 
 
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_frame(err: BaseException, base_dir: str | None = None) -> str | None:
+    """'file.py:LINE' of the innermost traceback frame in the user's code: below base_dir when given,
+    else the innermost frame outside nn_doctor, importlib, torch and the standard library; a SyntaxError's
+    own file and line. None when there is no such frame."""
+    import traceback
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{_display(err.filename, base_dir)}:{err.lineno}"
+    frames = traceback.extract_tb(err.__traceback__)
+    if base_dir:
+        mine = [f for f in frames if _under(f.filename, base_dir)]
+    else:
+        mine = []
+    if not mine:
+        skip = (_PKG_DIR, os.path.dirname(os.__file__), os.path.dirname(torch.__file__))
+        mine = [f for f in frames if not f.filename.startswith("<")
+                and not any(os.path.abspath(f.filename).startswith(d + os.sep) for d in skip)]
+    if not mine:
+        return None
+    f = mine[-1]
+    return f"{_display(f.filename, base_dir)}:{f.lineno}"
+
+
+def _display(filename: str, base_dir: str | None) -> str:
+    if base_dir and _under(filename, base_dir):
+        return os.path.relpath(os.path.realpath(filename), os.path.realpath(base_dir))
+    return os.path.basename(filename)
+
+
+def user_error(err: BaseException, base_dir: str | None) -> str:
+    """'SystemExit: 3 (at net.py:12)': the error in one line, and where in the user's code it was raised."""
+    if isinstance(err, RecursionError):
+        msg = "RecursionError: maximum recursion depth exceeded (infinite recursion?)"
+    elif isinstance(err, SyntaxError):
+        msg = f"SyntaxError: {err.msg}"
+    elif isinstance(err, SystemExit):
+        msg = f"it calls sys.exit({err.code!r})" if err.code is not None else "it calls sys.exit()"
+    else:
+        msg = _torch_msg(err)
+    where = user_frame(err, base_dir)
+    return f"{msg} (at {where})" if where else msg
+
+
 def import_object(ref: str, base_dir: str | None, what: str = "model.class") -> Any:
     """'package.module:Name' -> the object, importing with base_dir first on sys.path; UsageError on failure."""
     if ":" not in ref:
@@ -469,10 +527,15 @@ def import_object(ref: str, base_dir: str | None, what: str = "model.class") -> 
         try:
             module = importlib.import_module(modname)
         except ModuleNotFoundError as e:
-            where = f" (looked in {base_dir} first, then the installed packages)" if base_dir else ""
-            raise UsageError(f"{label}: cannot import {modname}: {e}{where}") from None
-        except Exception as e:
-            raise UsageError(f"{label}: importing {modname} failed: {_torch_msg(e)}") from None
+            if e.name and modname.startswith(e.name) and (e.name == modname or modname[len(e.name)] == "."):
+                where = f" (looked in {base_dir} first, then the installed packages)" if base_dir else ""
+                raise UsageError(f"{label}: cannot import {modname}: {e}{where}") from None
+            # the module exists but itself imports something missing: say where
+            raise UsageError(f"{label}: importing {modname} failed: {user_error(e, base_dir)}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:   # SystemExit, RecursionError, any error at the module's top level
+            raise UsageError(f"{label}: importing {modname} failed: {user_error(e, base_dir)}") from None
     finally:
         if inserted:
             try:
@@ -498,9 +561,13 @@ def _build_user_model(ref: str, kwargs: dict, shape: tuple[int, ...], base_dir: 
     name = getattr(cls, "__name__", ref.partition(":")[2])
     try:
         model = cls(**kwargs)
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:   # SystemExit and RecursionError too: the user's constructor, not the doctor
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise UsageError(f"{label}: {name}({args}) failed: {_torch_msg(e)}") from None
+        if len(args) > _MAX_TORCH_MSG:
+            args = args[:_MAX_TORCH_MSG - 3] + "..."
+        raise UsageError(f"{label}: {name}({args}) failed: {user_error(e, base_dir)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{label}: {name}(...) returned {type(model).__name__}, not a torch.nn.Module")
 
@@ -516,11 +583,13 @@ def _build_user_model(ref: str, kwargs: dict, shape: tuple[int, ...], base_dir: 
     try:
         with torch.no_grad():
             out = model(dummy)
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:   # SystemExit and RecursionError too: a forward that ends the process is a bug
         raise ModelBuildError(f"{label}: a forward pass on an input of shape {_fmt(dummy.shape)} fails: "
-                              f"{_torch_msg(e)}", layer="model.class",
+                              f"{user_error(e, base_dir)}", layer="model.class",
                               evidence={"class": ref, "input_shape": list(shape),
-                                        "torch_error": _torch_msg(e)}) from None
+                                        "torch_error": _torch_msg(e), "where": user_frame(e, base_dir)}) from None
     finally:
         for h in hooks:
             h.remove()

@@ -36,8 +36,18 @@ def model_builds(s: Session) -> bool:
     try:
         torch.manual_seed(s.seed)
         model = build_model(s.spec.model, s.arrays.sample_shape, s.spec.base_dir)
-        with torch.no_grad():
-            out = model.eval()(torch.zeros((2,) + tuple(s.arrays.sample_shape)))
+        try:
+            with torch.no_grad():
+                out = model.eval()(torch.zeros((2,) + tuple(s.arrays.sample_shape)))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:   # a user forward that fails (or exits) only on its second call
+            from .model import user_error, user_frame
+            raise ModelBuildError(f"model: a second forward pass fails: {user_error(e, s.spec.base_dir)}",
+                                  layer="model.class", evidence={"where": user_frame(e, s.spec.base_dir)}) from None
+        if not isinstance(out, torch.Tensor):   # the first forward returned a tensor, this one did not
+            raise ModelBuildError(f"model: a second forward pass returns {type(out).__name__}; it must return one "
+                                  f"tensor every time", layer="model.class")
         s.ctx.n_params = count_parameters(model)
         s.ctx.n_outputs = int(out.shape[-1]) if out.dim() > 1 else 1
         return True

@@ -1,8 +1,10 @@
 """The YAML spec (../shared/spec/config.md) -> validated, typed objects.
 
-YAML is read with `yaml.safe_load` only. Validation is pydantic's; its errors are turned into one
-line naming the key path and what was expected (`model.layers[2].out: expected a positive integer,
-got -3`), raised as UsageError (exit 2). No torch import here.
+YAML is read with a bounded safe loader (safe_yaml.py: SafeLoader plus limits on size, depth, value
+count with aliases expanded, number length, alias cycles and duplicate keys). Validation is pydantic's;
+its errors are turned into one line naming the key path and what was expected
+(`model.layers[2].out: expected a positive integer, got -3`), raised as UsageError (exit 2). Values
+echoed in those lines are cut to MAX_ECHO_CHARS. No torch import here.
 """
 from __future__ import annotations
 
@@ -15,7 +17,63 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
                       model_validator)
 
+from . import safe_yaml
 from .errors import UsageError
+
+# ---- ranges (each a named limit with its reason) ------------------------------------------------
+# Seeds: numpy's RandomState and most seeding helpers take 0..2**32-1; torch.manual_seed overflows past
+# 2**64 (a traceback without this bound). The doctor seeds numpy, torch and the splits with one value.
+MAX_SEED = 2**32 - 1
+# A layer's output size (`out`). The widest real layers (vocabulary-sized outputs) have ~2.6e5 units; at
+# 2**24 (16.7 million) one sample's activations are already 64 MiB and the weights GiBs, nothing a probe
+# trains in seconds, and far below the int64 sizes past which torch overflows with a traceback. A larger
+# value is a typo. model.py also bounds the parameters one layer may hold (MAX_LAYER_PARAMETERS).
+MAX_LAYER_SIZE = 2**24
+# User keyword arguments (model.kwargs, a layer's extra keys) must be plain data, nested at most this
+# deep (the loader allows 64 levels for the whole spec; kwargs sit a few levels down).
+MAX_KWARGS_DEPTH = 32
+# A value echoed in a one-line error is cut to this many characters (a 5,000-character bad value would
+# otherwise fill the terminal).
+MAX_ECHO_CHARS = 80
+# A layer type is a torch.nn class's snake_case name: the longest is ~30 characters.
+MAX_LAYER_TYPE_CHARS = 64
+
+_PLAIN_SCALARS = (type(None), bool, int, float, str)
+
+
+def plain_data_problem(value: Any, depth: int = 0, _open: tuple[int, ...] = ()) -> str | None:
+    """Why `value` is not plain data (None, bool, int, float, str, and lists/mappings of them with string
+    keys, no cycles, at most MAX_KWARGS_DEPTH deep), or None when it is. The path of the bad part leads."""
+    if isinstance(value, _PLAIN_SCALARS):
+        return None
+    if depth >= MAX_KWARGS_DEPTH:
+        return f"nested deeper than {MAX_KWARGS_DEPTH} levels (the kwargs depth limit)"
+    if id(value) in _open:
+        return "contains itself (a cycle); keyword arguments must be plain data"
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = plain_data_problem(item, depth + 1, _open + (id(value),))
+            if problem:
+                return f"[{i}]: {problem}" if not problem.startswith(("[", ".")) else f"[{i}]{problem}"
+        return None
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                return f"key {shorten(repr(k))} is a {type(k).__name__}; keys must be strings"
+            problem = plain_data_problem(item, depth + 1, _open + (id(value),))
+            if problem:
+                return f".{k}: {problem}" if not problem.startswith(("[", ".")) else f".{k}{problem}"
+        return None
+    return (f"a {type(value).__name__} value ({shorten(repr(value))}); keyword arguments must be plain data "
+            f"(numbers, strings, true/false, null, lists and mappings)")
+
+
+def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, the cut marked and the full length given."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 1]}… ({len(text):,} characters)"
 
 Task = Literal["classification", "binary", "regression", "multilabel"]
 Normalize = Literal["none", "standardize", "minmax"]
@@ -25,7 +83,8 @@ InitName = Literal["default", "he", "xavier", "lecun", "orthogonal", "zeros"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an lr, fraction or momentum of .inf/.nan is always a mistake
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -65,13 +124,24 @@ class LayerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     type: str
-    out: Optional[PositiveInt] = None
+    out: Optional[PositiveInt] = Field(None, le=MAX_LAYER_SIZE)
     layers: Optional[list["LayerSpec"]] = None   # only for `residual`
 
     @field_validator("type")
     @classmethod
     def _snake(cls, v: str) -> str:
-        return v.strip().lower()
+        v = v.strip().lower()
+        if not v or len(v) > MAX_LAYER_TYPE_CHARS or not v.replace("_", "a").isalnum() or not v.isascii():
+            raise ValueError(f"expected a layer type name such as linear, relu or conv2d, got {shorten(repr(v))}")
+        return v
+
+    @model_validator(mode="after")
+    def _plain_kwargs(self) -> "LayerSpec":
+        for k, v in (self.model_extra or {}).items():
+            problem = plain_data_problem(v)
+            if problem:
+                raise ValueError(f"argument {shorten(k, 40)}{problem if problem[0] in '[.' else ': ' + problem}")
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -114,7 +184,16 @@ class ModelSpec(_Strict):
     init: InitSpec = InitSpec(scheme="default")
     class_: Optional[str] = Field(None, alias="class")
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True,
+                              allow_inf_nan=False)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain(cls, v: dict[str, Any]) -> dict[str, Any]:
+        problem = plain_data_problem(v)
+        if problem:
+            raise ValueError(problem.lstrip(".") if problem[0] == "." else problem)
+        return v
 
     @model_validator(mode="after")
     def _one_of(self) -> "ModelSpec":
@@ -149,7 +228,7 @@ class OptimizerSpec(_Strict):
 class TrainingSpec(_Strict):
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     step: Optional[str] = None        # package.module:function, a user's training step (runs user code)
 
@@ -182,7 +261,10 @@ class Spec(_Strict):
             *parents, last = dotted.split(".")
             for p in parents:
                 obj = getattr(obj, p)
-            setattr(obj, last, value)
+            try:
+                setattr(obj, last, value)
+            except ValidationError as err:   # one line naming the key, like a spec error
+                raise UsageError(format_validation_error(err, prefix=dotted)) from None
         return new
 
     def to_yaml_dict(self) -> dict[str, Any]:
@@ -218,6 +300,8 @@ _EXPECT = {
     "greater_than": "expected a number > {gt}",
     "greater_than_equal": "expected a number >= {ge}",
     "less_than": "expected a number < {lt}",
+    "less_than_equal": "expected a number <= {le}",
+    "finite_number": "expected a finite number",
     "int_type": "expected an integer",
     "int_parsing": "expected an integer",
     "float_type": "expected a number",
@@ -260,14 +344,26 @@ def _did_you_mean(loc: tuple) -> str:
     return f"did you mean {hit[0] if parent == '(top level)' else parent + '.' + hit[0]}? "
 
 
-def format_validation_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    path = _path_str(tuple(e["loc"]))
+def format_validation_error(err: ValidationError, prefix: str | None = None) -> str:
+    """One line for the first error: the key path, what was expected, the value given (shortened).
+    `prefix`: the dotted path of an assignment (with_overrides), whose own errors carry only the last key."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(e["loc"])
+    if prefix:
+        loc = tuple(prefix.split(".")) + loc[1:]
+    path = _path_str(loc)
     typ = e["type"]
     got = e.get("input")
     ctx = e.get("ctx") or {}
-    if typ == "greater_than" and ctx.get("gt") == 0 and path.rsplit(".", 1)[-1] in _INT_KEYS:
+    key = path.rsplit(".", 1)[-1]
+    if typ == "greater_than" and ctx.get("gt") == 0 and key in _INT_KEYS:
         expected = "expected a positive integer"
+    elif typ == "less_than_equal" and key == "seed":
+        expected = f"expected a seed in 0..{MAX_SEED} (2**32-1)"
+    elif typ == "greater_than_equal" and key == "seed":
+        expected = f"expected a seed in 0..{MAX_SEED} (2**32-1)"
+    elif typ == "less_than_equal" and key == "out":
+        expected = f"expected a layer size <= {MAX_LAYER_SIZE:,} (the layer size limit)"
     elif typ in _EXPECT:
         expected = _EXPECT[typ].format(**ctx)
     elif typ == "literal_error":
@@ -275,10 +371,21 @@ def format_validation_error(err: ValidationError) -> str:
     else:
         expected = e["msg"].removeprefix("Value error, ")
     if typ == "extra_forbidden":
-        return f"{path}: unknown key ({_did_you_mean(tuple(e['loc']))}docs/spec.md lists the keys)"
+        return f"{path}: unknown key ({_did_you_mean(loc)}docs/spec.md lists the keys)"
     if typ == "missing":
         return f"{path}: this key is required"
-    return f"{path}: {expected}, got {got!r}" if got is not None and typ != "value_error" else f"{path}: {expected}"
+    if typ != "value_error" and got is not None:
+        return f"{path}: {expected}, got {_echo(got)}"
+    return f"{path}: {shorten(expected, 4 * MAX_ECHO_CHARS)}"
+
+
+def _echo(value: Any) -> str:
+    """A value as the user wrote it, for an error line: short, never a huge or self-referencing repr."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)} item{'s' * (len(value) != 1)}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_ECHO_CHARS:
+        return f"an integer of {len(str(abs(value))):,} digits"   # str() of a huge int is slow and refused past 4,300 digits
+    return shorten(repr(value))
 
 
 def parse_spec(raw: Any, base_dir: str | Path | None = None, source: str = "spec") -> Spec:
@@ -294,25 +401,53 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None, source: str = "spec
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"spec file not found: {p} (pass --config PATH to a YAML spec; configs/ has examples)")
-    if p.is_dir():
-        raise UsageError(f"spec path is a directory, not a file: {p}")
+def read_spec_text(p: Path) -> str:
+    """The spec file's text, refused past safe_yaml.MAX_SPEC_BYTES before more than that is read (a FIFO
+    or /dev/zero given as --config is read no further either)."""
+    limit = safe_yaml.MAX_SPEC_BYTES
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{p}: not a text file (expected a YAML spec)") from None
+        with open(p, "rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as err:
         raise UsageError(f"{p}: cannot read: {err.strerror}") from None
+    if len(data) > limit:
+        raise UsageError(f"{p}: the spec is larger than {limit // 1024} KiB (the spec size limit); "
+                         f"a spec is a short YAML file")
     try:
-        raw = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{p}: not a text file (expected a YAML spec)") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """safe_yaml.load with every error as one UsageError line naming the line and the limit or problem."""
+    try:
+        return safe_yaml.load(text)
+    except safe_yaml.SpecLimitError as err:
+        mark = err.problem_mark
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise UsageError(f"{source}:{where} {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UsageError(f"{p}: malformed YAML{where}: {problem}") from None
+        raise UsageError(f"{source}: malformed YAML{where}: {shorten(problem, 4 * MAX_ECHO_CHARS)}") from None
+    except RecursionError:   # cannot happen within MAX_SPEC_DEPTH; kept so no traceback ever escapes
+        raise UsageError(f"{source}: nesting too deep to read (the spec depth limit)") from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    try:
+        exists = p.exists()
+    except (OSError, ValueError) as err:   # a name too long for the file system, a NUL byte
+        raise UsageError(f"spec path {shorten(repr(str(p)))}: {getattr(err, 'strerror', None) or err}") from None
+    if not exists:
+        raise UsageError(f"spec file not found: {shorten(str(p), 4 * MAX_ECHO_CHARS)} "
+                         f"(pass --config PATH to a YAML spec; configs/ has examples)")
+    if p.is_dir():
+        raise UsageError(f"spec path is a directory, not a file: {p}")
+    raw = parse_yaml(read_spec_text(p), str(p))
     return parse_spec(raw, p.parent, str(p))
 
 

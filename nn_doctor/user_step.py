@@ -250,7 +250,9 @@ class _Harness:
         torch.manual_seed(seed)
         try:
             c.loss = fn(model, batch, opt, loss_fn)
-        except Exception as err:   # the user's bug is the result, not a crash
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:   # the user's bug is the result, not a crash (sys.exit() in it too)
             c.error = err
             c.where = _user_frame(err, fn)
         finally:
