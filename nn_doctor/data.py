@@ -301,8 +301,6 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
         if kind == "array" and Xv.shape[1:] != X.shape[1:]:
             raise DataError(f"{vpath}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
         ds.X_val, ds.y_val, ds.val_source = Xv, yv, str(vpath)
-    if tokens is not None:
-        _infer_vocab(ds)
     elif val_fraction > 0 and len(y) >= 10:
         y_arr = np.asarray(y) if kind == "array" or isinstance(y, pd.Series) else np.asarray(y)
         stratify = resolved_task in ("classification", "binary") and y_arr.ndim == 1
@@ -315,7 +313,7 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
         ds.X, ds.X_val = take(X, tr), take(X, va)
         ds.y, ds.y_val = take(y, tr) if hasattr(y, "iloc") else y[tr], take(y, va) if hasattr(y, "iloc") else y[va]
         ds.val_source = f"split ({val_fraction:.0%}{', stratified' if stratify else ''}, seed {seed})"
-    if tokens is not None and val_path is None:
+    if tokens is not None:
         _infer_vocab(ds)
     return ds
 

@@ -332,6 +332,8 @@ def lr_search(s: Session, steps: int | None = None, alongside: list | None = Non
         s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
         raise
     statuses = {lr: L.classify(r) for lr, r in records.items()}
+    dec = dec + L.extend_below(records, dec, lambda lrs: probe(lrs, "lr probes: below --min-lr"))
+    statuses = {lr: L.classify(r) for lr, r in records.items()}
     ok = L.first_working(statuses, dec)
     if ok is not None and dec.index(ok) > 0:
         above = dec[dec.index(ok) - 1]
@@ -353,6 +355,7 @@ def lr_search(s: Session, steps: int | None = None, alongside: list | None = Non
         else:
             result.tried = [L.summarize(lr, records[lr], L.classify(records[lr]))
                             for lr in sorted(records, reverse=True)]
+    L.mark_verified(result, records, o.min_lr)
     s.ctx.lr, s.ctx.lr_records = result, records
     d = result.to_dict()
     d["steps_per_probe"] = steps
@@ -382,7 +385,7 @@ def _probe_command(command: str, opts: Options, step: Step, probes: Callable[[Se
 
 
 def probe_lr(opts: Options) -> Report:
-    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301"])
+    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, lr_search, ["H300", "H301", "H310"])
 
 
 def _model_builds(s: Session) -> bool:
@@ -560,10 +563,15 @@ def _run_probes(s: Session) -> None:
         adam = {"optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0}
         r1.append(s.task(("opt", "adam"), spec.with_overrides(**adam), "optimizer adam", adam,
                          steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
+    from .transformer_probes import extra_tasks
+    r1 += extra_tasks(s, base_steps, eval_every)
+
     def keep(t, rec) -> None:
         if rec.stopped == "skipped":
             return
-        if t.key == "baseline":
+        if t.key[0] == "extra":
+            ctx.extra[t.key[1]] = rec
+        elif t.key == "baseline":
             ctx.baseline = ctx.init = rec
             ctx.regularization["configured"] = rec
             ctx.optimizers["configured"] = rec

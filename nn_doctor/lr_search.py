@@ -36,6 +36,8 @@ NEAR_BEST_REL = 1.0     # "within noise of the best": up to 2x the best loss ...
 NEAR_BEST_ABS = 0.1     # ... or 10% of the initial loss above it (re-splitting moved wine's converged val loss by 0.10)
 SAFETY_FACTOR = 3.0     # recommend at most edge / 3: the edge itself is where training starts to break
 TOO_LOW_RATIO = 0.5     # H301: the configured lr made < 50% of the best lr's progress
+LOWEST_LR = 1e-6        # H310: below --min-lr the search goes on by decades down to here when nothing above works
+                        # (fine-tuning lrs: 1e-5..5e-5 for BERT (Devlin et al.), down to 1e-6 for large models)
 CURVE_POINTS = 40       # points kept of each smoothed curve for the report's chart
 
 WORKING = "converging"
@@ -96,11 +98,17 @@ class LrResult:
     configured: float | None = None
     configured_status: str | None = None
     plateau: list[float] = field(default_factory=list)   # the working lrs within noise of the best
+    extended_below: list[float] = field(default_factory=list)   # decades probed below --min-lr (extend_below)
+    min_lr: float | None = None             # the search's --min-lr
+    verified: bool | None = None            # the recommended lr itself was probed and works
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tried": self.tried, "recommended": self.recommended, "rule": self.rule, "reason": self.reason,
-                "edge_of_stability": self.edge, "plateau": self.plateau, "configured": self.configured,
-                "configured_status": self.configured_status}
+        d = {"tried": self.tried, "recommended": self.recommended, "rule": self.rule, "reason": self.reason,
+             "edge_of_stability": self.edge, "plateau": self.plateau, "configured": self.configured,
+             "configured_status": self.configured_status, "verified": self.verified}
+        if self.extended_below:
+            d["extended_below"] = self.extended_below
+        return d
 
 
 def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
@@ -172,6 +180,37 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     if ok is not None and ok != best:
         res.rule += f" (the seeds' descent from {max(decade_lrs):g} first worked at {ok:g})"
     return res
+
+
+def extend_below(records: dict[float, ProbeRecord], decade_lrs: list[float], probe, floor: float = LOWEST_LR
+                 ) -> list[float]:
+    """The seeds' descent continued below --min-lr: when no decade from max_lr to min_lr works, probe the next
+    decades one at a time (`probe([lr])` adds records[lr]) down to `floor`, stopping at the first that works.
+    Returns the decades it probed ([] when a decade above already works)."""
+    if any(classify(records[lr]) == WORKING for lr in decade_lrs if lr in records):
+        return []
+    added: list[float] = []
+    lr = min(decade_lrs) / 10
+    while lr >= floor * (1 - 1e-9):
+        lr = float(f"{lr:.6g}")
+        probe([lr])
+        if lr not in records:      # skipped (budget) or interrupted: stop descending
+            break
+        added.append(lr)
+        if classify(records[lr]) == WORKING:
+            break
+        lr /= 10
+    return added
+
+
+def mark_verified(result: LrResult, records: dict[float, ProbeRecord], min_lr: float) -> None:
+    """Record which decades went below --min-lr, and whether the recommended lr's own probe works."""
+    result.min_lr = min_lr
+    result.extended_below = sorted((lr for lr in records if lr < min_lr * (1 - 1e-9)
+                                    and abs(math.log10(lr / min_lr) - round(math.log10(lr / min_lr))) < 1e-6),
+                                   reverse=True)
+    if result.recommended is not None and result.recommended in records:
+        result.verified = classify(records[result.recommended]) == WORKING
 
 
 def progress(rec: ProbeRecord) -> float:

@@ -51,8 +51,8 @@ def as_list(result: CheckResult) -> list[Finding]:
     return [f for f in result if f is not None]
 
 
-_STEP_MODULES = {"D": ("data",), "M": ("model",), "H": ("hyper",), "G": ("gradients", "user_step"),
-                 "R": ("resources",)}
+_STEP_MODULES = {"D": ("data", "tokens"), "M": ("model",), "H": ("hyper", "transformers"),
+                 "G": ("gradients", "user_step", "transformers"), "R": ("resources",)}
 
 
 def load_step(letter: str) -> None:

@@ -37,6 +37,7 @@ class ProbeContext:
     memory: dict[str, Any] | None = None     # R501/R502: {"oom": bool, "max_batch": int, "peak_bytes": ..., ...}
     env: dict[str, Any] = field(default_factory=dict)
     working_lr: float | None = None          # the lr used for M208/G407: recommended, else configured
+    extra: dict[str, ProbeRecord] = field(default_factory=dict)   # transformer_probes.py: "warmup", "bf16", ...
     user_step: Any = None                    # G408: the diagnosis of the user's training step (user_step.py)
     source: str = "probe"                    # "probe" (nn-doctor's own loop) or "monitor" (the user's real run)
 
