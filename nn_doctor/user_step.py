@@ -111,6 +111,8 @@ KIND_TITLES = {
     "params-not-updating": "parameters frozen, missing from the optimizer or not updated",
     "no-loss": "the step does not return the loss",
     "exception": "the step raises an exception",
+    "loss-not-divided": "the accumulated loss is not divided by the accumulation steps",
+    "zero-grad-micro": "the gradients are zeroed on every micro-step of the accumulation",
 }
 
 
@@ -367,7 +369,10 @@ def diagnose_step(step_fn: Callable, spec: Spec, data: DeviceData, seed: int = 0
     diag = StepDiagnosis(ref=name, source=f"{path}:{start}" if path else None)
     devices = [data.device.index or 0] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        _diagnose(step_fn, spec, data, seed, make_optimizer, diag)
+        if spec.training.accumulate > 1:   # the step gets micro-batches: the accumulation rules
+            diagnose_accumulation(step_fn, spec, data, seed, make_optimizer, diag)
+        else:
+            _diagnose(step_fn, spec, data, seed, make_optimizer, diag)
     diag.wall_s = time.perf_counter() - t0
     return diag
 
@@ -635,3 +640,83 @@ def _loss_value(loss: Any) -> float | None:
         return float(loss)
     except (TypeError, ValueError, RuntimeError):
         return None
+
+
+# ---- gradient accumulation (training.accumulate k > 1): G412, G413 -----------------------------------
+# With training.accumulate k > 1 the step gets `batch` as a LIST of k (x, y) micro-batches and must do ONE
+# optimizer step over them: a correct step divides each micro-batch loss by k, calls backward() on each, and
+# zeroes the gradients once per optimizer step. The harness compares the gradient optimizer.step() sees with
+# the mean of the micro-batch gradients (what a correct step gives) and with the last micro-batch's alone.
+ACCUM_COS = 0.99          # the step's gradient points the same way as a reference: cosine > 0.99 (a correct
+                          # step matches the mean to float precision; the two references differ at cosine ~0.3-0.8
+                          # on a batch split in parts)
+ACCUM_DISTINCT_COS = 0.95  # the mean and the last micro-batch's gradient must differ (cosine < 0.95) to tell
+                           # "last micro-batch only" from "all of them"
+ACCUM_SCALE_TOL = 0.2     # G412: |gradient| / |mean gradient| within 20% of k: summed, not averaged
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    den = float(torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
+    return float(a @ b) / den if den > 0 else 0.0
+
+
+def diagnose_accumulation(fn: Callable, spec: Spec, data: DeviceData, seed: int, make_optimizer,
+                          diag: StepDiagnosis) -> None:
+    """The accumulation rules (G412 loss not divided by k, G413 zero_grad on every micro-step), on one call of
+    the step with k micro-batches; dropout is switched off in the model so the references are exact."""
+    H = _Harness(spec, data, seed, make_optimizer)
+    model, loss_fn, opt = H.build()
+    k = int(spec.training.accumulate)
+    x, y = _batch(spec, data, model, seed)
+    micro = list(zip(x.chunk(k), y.chunk(k)))
+    k = len(micro)
+    m = diag.measurements
+    m.update({"accumulate": k, "micro_batch_sizes": [int(mx.shape[0]) for mx, _ in micro]})
+    for mod in model.modules():   # exact references: no dropout noise between the step and the harness
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            mod.p = 0.0
+    state0 = {kk: v.detach().clone() for kk, v in model.state_dict().items()}
+    c = H.call(fn, model, micro, opt, loss_fn, seed + 1)
+    diag.calls += 1
+    if c.error is not None:
+        diag.bugs.append(_exception_bug(c, "call with micro-batches", fn, diag))
+        return
+    if not c.step_grads:
+        m["accumulation"] = "optimizer.step() was not called: nothing to compare"
+        return
+    names = [n for n in c.step_grads]
+    refs = []
+    for mx, my in micro:
+        model_r, _, _ = H.build()
+        for mod in model_r.modules():
+            if isinstance(mod, nn.modules.dropout._DropoutNd):
+                mod.p = 0.0
+        model_r.load_state_dict(state0)
+        loss = loss_fn(model_r(mx), my)
+        loss.backward()
+        refs.append({n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                     for n, p in model_r.named_parameters()})
+    g = _flat(c.step_grads, names)
+    mean = _flat({n: sum(r[n] for r in refs) / k for n in names}, names)
+    last = _flat(refs[-1], names)
+    ratio = float(torch.linalg.vector_norm(g) / torch.linalg.vector_norm(mean).clamp_min(REL_EPS))
+    cos_mean, cos_last, cos_ref = _cos(g, mean), _cos(g, last), _cos(mean, last)
+    m.update({"grad_to_mean_ratio": ratio, "cos_with_mean_grad": cos_mean, "cos_with_last_micro_grad": cos_last,
+              "cos_mean_vs_last": cos_ref})
+    ev = {"accumulate": k, "grad_to_mean_ratio": ratio, "cos_with_mean_grad": cos_mean,
+          "cos_with_last_micro_grad": cos_last}
+    if cos_ref < ACCUM_DISTINCT_COS and cos_last > ACCUM_COS and cos_mean < ACCUM_COS:
+        line = _find_line(fn, r"zero_grad\(")
+        diag.bugs.append(StepBug(
+            "zero-grad-micro", "G413",
+            f"the gradient optimizer.step() sees is the last micro-batch's alone (cosine {cos_last:.3f}; with the "
+            f"mean over the {k} micro-batches {cos_mean:.2f}): zero_grad() runs on every micro-step",
+            f"call optimizer.zero_grad() once per optimizer step, after optimizer.step(){_at(line)}", ev))
+        return
+    if cos_mean > ACCUM_COS and abs(ratio / k - 1) < ACCUM_SCALE_TOL:
+        line = _find_line(fn, r"\.backward\(")
+        diag.bugs.append(StepBug(
+            "loss-not-divided", "G412",
+            f"the accumulated gradient is {ratio:.2f}x the mean micro-batch gradient (accumulate: {k}): the "
+            f"micro-batch losses are summed, not divided by {k}, which multiplies the effective lr by {k}",
+            f"divide each micro-batch loss by {k} before backward(): (loss / {k}).backward(){_at(line)}", ev))

@@ -1,6 +1,6 @@
 """Generate the small token data sets in sample_data/ (no download is possible, so they are made in code).
 
-    python scripts/make_token_data.py            # writes sample_data/sentiment_tokens.parquet, copy_tokens.npz
+    python scripts/make_token_data.py --task sentiment --rows 2000; python scripts/make_token_data.py --task copy   # write sample_data/sentiment_tokens.parquet, copy_tokens.npz
     python scripts/make_token_data.py --task parity --rows 800 --out /tmp/parity.npz
 
 Tasks (all seeded; ids 0 and 1 are reserved: 0 = padding, 1 = a separator/query marker):
