@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=BUDGET_S, help=f"full-report --budget per run (default {BUDGET_S:g})")
     ap.add_argument("--json", dest="json_out", default=None, help="write every run and the summary here")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--modern", action="store_true",
+                    help="the transformer-era holdout scenarios (benchmarks/zoo/modern.py) instead, reported apart")
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
     chosen = list(SCENARIOS)
+    if args.modern:
+        from benchmarks.zoo.modern import MODERN
+        chosen = list(MODERN)
     if args.quick:
         chosen = [s for s in chosen if s.name in QUICK]
     if args.only:
