@@ -65,6 +65,11 @@ class FindingSpec:
     def step(self) -> Step:
         return STEP_LETTERS[self.code[0]]
 
+    @property
+    def explained_by(self) -> tuple[str, ...]:
+        """The codes that, when found, explain this one (causes before symptoms)."""
+        return EXPLAINED_BY.get(self.code, ())
+
 
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
@@ -297,6 +302,12 @@ _ENTRIES = [
                 "not applied, model left in eval mode, loss detached or computed under no_grad",
                 "the specific bug, named in the message",
                 "seeds/000 实现代码问题, seeds/001 权重更新规则错误."),
+    FindingSpec("G409", "probe-crashed", E,
+                "a probe training run raised an exception (in the model's forward, the loss, the backward pass or "
+                "the optimizer step) instead of training",
+                "the message names the exception, the phase and the user's file:line; fix that code or the spec "
+                "values it names",
+                "A run that cannot train is not healthy: nothing after the crash was checked."),
     FindingSpec("G410", "fp16-overflow", E,
                 "with training.precision fp16, values overflow float16 (inf/NaN at a step), or the loss scale "
                 "collapses (every step skipped); the first step and layer are reported",
@@ -341,6 +352,46 @@ _ENTRIES = [
                 "-",
                 "seeds/000 框架版本兼容性."),
 ]
+
+# ---- causes before symptoms -------------------------------------------------------------------
+# For each code, the codes that can explain it: when one of them is found (at warning or error level) in
+# the same report, this finding is listed as its symptom and never becomes the first fix. The triage pass
+# (triage.py) applies this table and nothing else decides it. Sources: the seeds' five-step order (a data
+# or model fault shows up later as an lr, gradient or curve symptom) and the fault zoo's wrong first fixes
+# (a symptom named instead of its cause).
+_MODEL_FAULTS = ("M201", "M202", "M203", "M204", "M205", "M206", "M207", "M208")
+_UNSCALED = ("D104", "D108")
+_BAD_VALUES = ("D101", "D102")
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "D106": ("D102",),                                   # infinite values are the most extreme outliers
+    "M207": ("M201", "M202", "M203", "M204", "M205", "D107") + _UNSCALED,
+    "M208": ("M202", "M203", "M204", "M205", "M206", "H303") + _UNSCALED,
+    "H300": ("M205",) + _BAD_VALUES + _UNSCALED,         # unscaled inputs make every larger lr blow up
+    "H301": ("M204", "M206") + _UNSCALED,
+    "H302": ("H300", "H301") + _UNSCALED,
+    "H304": ("D110", "D111", "D112", "D113", "M208"),
+    "H305": ("H300", "H301", "H303", "H307", "G401", "G403", "G404") + _MODEL_FAULTS + _UNSCALED,
+    "H306": ("H300", "H301", "H303", "H304", "H307") + _MODEL_FAULTS + _UNSCALED + _BAD_VALUES,
+    "H307": ("H300", "H301") + _UNSCALED,
+    "H308": ("H301", "H302"),
+    "G400": ("H300", "M202", "M205") + _BAD_VALUES + _UNSCALED,
+    "G401": ("M204", "M205", "M206", "G404"),
+    "G402": ("H300", "M205") + _UNSCALED,
+    "G403": ("H300", "M205") + _UNSCALED,
+    "G404": ("M205", "M206") + _UNSCALED,
+    "G405": ("G408",),
+    "G406": ("H300", "H301") + _UNSCALED,
+    "G407": _MODEL_FAULTS + ("D107", "H300", "H303", "H307", "G401", "G403", "G404", "G405", "G408") + _UNSCALED,
+    "G409": ("M200", "M201", "M202", "M203", "D107") + _BAD_VALUES,
+    # transformer-era codes: a cause found in an earlier step explains the later symptom
+    "D117": ("D116",),                                   # the length spread matters most where padding is unmasked
+    "H309": ("M205",),                                   # an init that is off makes every early update too big
+    "G410": _UNSCALED + _BAD_VALUES,                     # unscaled or infinite inputs overflow float16 first
+    "G411": ("M204", "M205", "H309"),                    # an oversized init or no warmup collapses attention
+}
+# a symptom the new codes explain (added to the existing entries)
+for _code, _causes in (("G400", ("G410",)), ("H300", ("H309",)), ("H303", ("H311",))):
+    EXPLAINED_BY[_code] = EXPLAINED_BY.get(_code, ()) + _causes
 
 CATALOGUE: dict[str, FindingSpec] = {e.code: e for e in _ENTRIES}
 BY_NAME: dict[str, FindingSpec] = {e.name: e for e in _ENTRIES}

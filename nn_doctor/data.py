@@ -467,17 +467,22 @@ def check_token_ids(ds: Dataset) -> None:
                             f"the embedding cannot look them up (D115)")
 
 
-def prepare_arrays(ds: Dataset) -> ArrayData:
+def prepare_arrays(ds: Dataset, missing: str = "drop", label_map: dict[Any, int] | None = None) -> ArrayData:
+    """Numeric arrays for training. `missing` (the spec's data.missing): "drop" rows with NaN/Inf in features or
+    target, "median" imputes features with the training rows' median, "keep" leaves non-finite features as they
+    are (what a plain training loop would see). Rows without a usable target are dropped in every mode."""
     repairs: list[str] = []
     if ds.tokens is not None:
         check_token_ids(ds)
     Xtr = _numeric_features(ds.X, repairs)
     Xva = _numeric_features(ds.X_val, []) if ds.X_val is not None else None
     task = ds.task
+    if missing == "median":
+        Xtr, Xva = impute_median(Xtr, Xva, repairs)
 
     def bad_rows(X: np.ndarray, y: Any) -> np.ndarray:
         flat = X.reshape(len(X), -1)
-        bad = ~np.isfinite(flat).all(axis=1)
+        bad = np.zeros(len(X), dtype=bool) if missing == "keep" else ~np.isfinite(flat).all(axis=1)
         yv = pd.DataFrame(y) if not isinstance(y, (pd.Series, pd.DataFrame)) else y
         bad |= yv.isna().to_numpy().reshape(len(X), -1).any(axis=1)
         if task == "regression" or task == "multilabel":
@@ -485,18 +490,22 @@ def prepare_arrays(ds: Dataset) -> ArrayData:
             bad |= ~np.isfinite(ynum).reshape(len(X), -1).all(axis=1)
         return bad
 
+    what = "missing or infinite values" if missing == "drop" else "a missing target"
     ytr_raw, yva_raw = ds.y, ds.y_val
     bad = bad_rows(Xtr, ytr_raw)
     if bad.any():
-        repairs.append(f"dropped {int(bad.sum())} training rows with missing or infinite values")
+        repairs.append(f"dropped {int(bad.sum())} training rows with {what}")
         Xtr, ytr_raw = Xtr[~bad], (ytr_raw[~bad] if not hasattr(ytr_raw, "iloc") else ytr_raw.iloc[~bad])
     if Xva is not None:
         badv = bad_rows(Xva, yva_raw)
         if badv.any():
-            repairs.append(f"dropped {int(badv.sum())} validation rows with missing or infinite values")
+            repairs.append(f"dropped {int(badv.sum())} validation rows with {what}")
             Xva, yva_raw = Xva[~badv], (yva_raw[~badv] if not hasattr(yva_raw, "iloc") else yva_raw.iloc[~badv])
     if len(Xtr) == 0:
-        raise DataError("no usable training rows (every row has a missing or infinite value)")
+        raise DataError(f"no usable training rows (every row has {what})")
+    if label_map is not None and task in ("classification", "binary"):
+        ytr_raw, yva_raw = _apply_label_map(ytr_raw, label_map), \
+            (_apply_label_map(yva_raw, label_map) if yva_raw is not None else None)
 
     n_classes, classes, target_dim = None, [], 1
     if task in ("classification", "binary"):
@@ -526,6 +535,39 @@ def prepare_arrays(ds: Dataset) -> ArrayData:
     return ArrayData(X=Xtr, y=ytr, X_val=Xva if Xva is not None and len(Xva) else None,
                      y_val=yva if Xva is not None and len(Xva) else None, task=task, n_classes=n_classes,
                      target_dim=target_dim, classes=classes, repairs=repairs, feature_names=ds.feature_names)
+
+
+def impute_median(Xtr: np.ndarray, Xva: np.ndarray | None, repairs: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace NaN/Inf features by the training rows' per-feature median (validation uses the same medians)."""
+    flat = Xtr.reshape(len(Xtr), -1).astype(np.float64)
+    bad = ~np.isfinite(flat)
+    if not bad.any() and (Xva is None or np.isfinite(Xva).all()):
+        return Xtr, Xva
+    med = np.nanmedian(np.where(bad, np.nan, flat), axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+
+    def fill(X: np.ndarray) -> tuple[np.ndarray, int]:
+        f = X.reshape(len(X), -1).astype(np.float64)
+        b = ~np.isfinite(f)
+        f[b] = np.broadcast_to(med, f.shape)[b]
+        return f.reshape(X.shape).astype(np.float32), int(b.sum())
+    Xtr, n = fill(Xtr)
+    repairs.append(f"imputed {n} non-finite training values with the column median")
+    if Xva is not None:
+        Xva, _ = fill(Xva)
+    return Xtr, Xva
+
+
+def _apply_label_map(y: Any, label_map: dict[Any, int]) -> np.ndarray:
+    """Raw labels -> class ids by the spec's data.label_map (keys compared as text: YAML reads 1 and '1' alike)."""
+    lookup = {str(k): int(v) for k, v in label_map.items()}
+    flat = np.asarray(y).ravel()
+    def key(v: Any) -> str:
+        return str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+    missing = sorted({key(v) for v in flat.tolist()} - set(lookup))
+    if missing:
+        raise DataError(f"data.label_map has no entry for the label(s) {', '.join(missing[:5])}")
+    return np.array([lookup[key(v)] for v in flat.tolist()], dtype=np.int64)
 
 
 def _short(values: list[Any], n: int = 6) -> str:

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .probe import ProbeRecord
+
+if TYPE_CHECKING:
+    from .session import Session
 
 RISE_MARGIN = 0.02      # ending > 2% above the start is "rose"; a flat loss within that is too-slow, not diverged
 MIN_PROGRESS = 0.25     # a working lr cuts the full-batch training loss by >= 25% within the probe
@@ -150,8 +153,11 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     if not working:
         kinds = sorted(set(statuses.values()))
         res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
-                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)}); the problem is probably not the lr - "
-                      f"see the other steps")
+                      f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)})")
+        if res.configured_status == "diverged":
+            res.reason += "; the configured lr diverges: lower it, and look at the other steps for the rest"
+        else:
+            res.reason += "; the problem is probably not the lr - see the other steps"
         return res
     failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None
@@ -217,3 +223,85 @@ def progress(rec: ProbeRecord) -> float:
     if rec.initial_loss is None or rec.final_loss is None:
         return 0.0
     return rec.initial_loss - rec.final_loss
+
+
+# ---- the search: planning the probes in rounds and deciding ------------------------------------------
+
+def run_search(s: "Session", steps: int | None = None, alongside: list | None = None,
+              on_alongside: Callable[[Any, Any], None] | None = None) -> Any:
+    """The seeds' procedure in rounds: the decades (and the configured lr), then a bisection round
+    between the last failing and the first working decade, then the recommendation itself if it was
+    never probed. Fills s.ctx.lr / lr_records and report.probes["lr"].
+
+    `alongside`: other independent probes to run in the decades' round (full-report's baseline, batch,
+    regularisation and optimizer probes), each handed to `on_alongside(task, record)`: one round fewer
+    on the critical path of a parallel executor; the same records on the local one."""
+    from .errors import UsageError
+    from .plan import LR_PROBE_STEPS
+    spec, o = s.spec, s.opts
+    if not (0 < o.min_lr <= o.max_lr):
+        raise UsageError(f"--min-lr {o.min_lr:g} must be positive and <= --max-lr {o.max_lr:g}")
+    steps = steps or o.steps or LR_PROBE_STEPS
+    configured = spec.optimizer.lr
+    dec = decades(o.max_lr, o.min_lr)
+    records: dict[float, Any] = {}
+
+    extra = list(alongside or [])
+
+    def keep(t, rec) -> None:
+        if any(t is e for e in extra):
+            on_alongside(t, rec)
+        elif rec.stopped != "skipped":
+            records[t.key] = rec
+
+    def probe(lrs: list[float], what: str, with_extra: bool = False) -> None:
+        todo = [lr for lr in lrs if lr not in records]
+        tasks = [s.task(lr, spec.with_overrides(**{"optimizer.lr": lr}), f"lr {lr:.3g}", {"optimizer.lr": lr},
+                        steps=steps, eval_every=0, record_every=0, instrument=False) for lr in todo]
+        tasks = (extra if with_extra else []) + tasks
+        for t, rec in zip(tasks, s.run_round(tasks, what)):
+            keep(t, rec)
+
+    try:
+        probe(dec + ([configured] if configured not in dec else []),
+              "probes: baseline, batch sizes, regularisation, lr decades" if extra else "lr probes: decades",
+              with_extra=True)
+    except KeyboardInterrupt:
+        # keep what finished: the probes that ran are reported, without a recommendation
+        tasks, recs = getattr(s.executor, "partial", ([], []))
+        for t, rec in zip(tasks, recs):
+            keep(t, rec)
+        result = decide(records, dec, configured) if records else LrResult(configured=configured)
+        result.recommended, result.reason = None, "interrupted (Ctrl-C) before the search finished"
+        s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
+        raise
+    dec = dec + extend_below(records, dec, lambda lrs: probe(lrs, "lr probes: below --min-lr"))
+    statuses = {lr: classify(r) for lr, r in records.items()}
+    ok = first_working(statuses, dec)
+    if ok is not None and dec.index(ok) > 0:
+        above = dec[dec.index(ok) - 1]
+        if statuses.get(above) in ("diverged", "unstable", "too-slow", "error"):
+            probe(bisect_points(above, ok), "lr probes: bisection")
+    result = decide(records, dec, configured)
+    if result.recommended is not None:   # an lr already probed within 5% stands for the recommendation
+        near = [lr for lr in records if abs(lr / result.recommended - 1) <= 0.05]
+        if near:
+            result.recommended = min(near, key=lambda lr: abs(lr / result.recommended - 1))
+    if result.recommended is not None and result.recommended not in records:
+        probe([result.recommended], "lr probes: recommendation")
+        if result.recommended in records and classify(records[result.recommended]) != WORKING:
+            # the capped recommendation did not work: fall back to the best probe that did
+            working = [lr for lr, r in records.items() if classify(r) == WORKING and min(dec) <= lr <= max(dec)]
+            best = min(working, key=lambda lr: records[lr].final_loss) if working else None
+            result = decide({k: v for k, v in records.items() if k != result.recommended}, dec, configured)
+            result.recommended = best
+        else:
+            result.tried = [summarize(lr, records[lr], classify(records[lr]))
+                            for lr in sorted(records, reverse=True)]
+    mark_verified(result, records, s.opts.min_lr)
+    s.ctx.lr, s.ctx.lr_records = result, records
+    d = result.to_dict()
+    d["steps_per_probe"] = steps
+    d["optimizer"] = spec.optimizer.name
+    s.report.probes["lr"] = d
+    return result

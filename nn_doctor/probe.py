@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ArrayData
+from .scaling import normalize_features, standardize_target
 from .model import apply_init, build_loss, build_model, build_optimizer, build_scheduler, layer_table
 from .spec import Spec
 
@@ -87,7 +88,10 @@ class ProbeRecord:
     params_without_grad: list[str] = field(default_factory=list)
     params_unchanged: list[str] = field(default_factory=list)
     stopped: str = "completed"               # completed | diverged | non-finite | budget | error
-    error: str | None = None
+    error: str | None = None                 # "ExceptionType: message" when the probe raised
+    error_type: str | None = None            # the exception's class name
+    error_where: str | None = None           # the phase that raised: model build, forward, loss, backward, ...
+    error_frame: str | None = None           # the innermost frame outside torch and nn-doctor ("net.py:12 in forward")
     steps_run: int = 0
     wall_s: float = 0.0
     step_time_s: float | None = None
@@ -161,22 +165,9 @@ class DeviceData:
         key = (normalize, normalize_target and self.task == "regression")
         if key not in self._cache:
             X, Xv, y, yv = self._X, self._Xv, self.y, self.y_val
-            if normalize != "none":
-                # per feature for tables, per channel for (N, C, ...) arrays
-                dims = (0,) if X.dim() == 2 else (0,) + tuple(range(2, X.dim()))
-                if X.dim() == 3:      # sequences (N, T, F): per feature over samples and time
-                    dims = (0, 1)
-                if normalize == "standardize":
-                    mu, sd = X.mean(dim=dims, keepdim=True), X.std(dim=dims, keepdim=True)
-                    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
-                    X, Xv = (X - mu) / sd, (None if Xv is None else (Xv - mu) / sd)
-                else:
-                    lo, hi = X.amin(dim=dims, keepdim=True), X.amax(dim=dims, keepdim=True)
-                    rng = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-                    X, Xv = (X - lo) / rng, (None if Xv is None else (Xv - lo) / rng)
+            X, Xv = normalize_features(X, Xv, normalize)
             if key[1]:
-                mu, sd = y.mean(dim=0, keepdim=True), y.std(dim=0, keepdim=True).clamp_min(1e-12)
-                y, yv = (y - mu) / sd, (None if yv is None else (yv - mu) / sd)
+                y, yv = standardize_target(y, yv)
             self._cache[key] = (X, y, Xv, yv)
         return self._cache[key]
 
@@ -642,12 +633,16 @@ def run_probe(spec: Spec, data: DeviceData, settings: ProbeSettings,
     with torch.random.fork_rng(devices=devices):
         try:
             _train(spec, data, settings, rec)
+            rec.error_where = None
         except torch.cuda.OutOfMemoryError as err:
-            rec.stopped, rec.error = "error", f"out of memory: {str(err).splitlines()[0]}"
+            _record_error(rec, err, f"out of memory: {str(err).splitlines()[0]}")
             torch.cuda.empty_cache()
-        except (RuntimeError, ValueError, IndexError, TypeError) as err:
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            rec.stopped, rec.error = "error", f"{type(err).__name__}: {msg}"
+        except (Exception, SystemExit) as err:
+            # Anything the user's model, loss or data raises is a result of the probe, never the end of the
+            # doctor: SystemExit from a user's forward must not end the process with exit 0, and a
+            # RecursionError or a TypeError is evidence to report (the check G409 turns it into a finding).
+            msg = _first_line(err)
+            _record_error(rec, err, f"{type(err).__name__}: {msg}")
             if "out of memory" in msg.lower() and data.device.type == "cuda":
                 rec.error = f"out of memory: {msg}"
                 torch.cuda.empty_cache()
@@ -658,8 +653,38 @@ def run_probe(spec: Spec, data: DeviceData, settings: ProbeSettings,
     return rec
 
 
+ERROR_MESSAGE_CHARS = 300   # an exception message kept in a record: one readable line, not a dump
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= ERROR_MESSAGE_CHARS else line[:ERROR_MESSAGE_CHARS] + "..."
+
+
+def user_frame(tb) -> str | None:
+    """The innermost traceback frame outside torch, nn-doctor and the standard library: where the user's code
+    raised ("net.py:12 in forward"); None when the exception came from torch or nn-doctor itself."""
+    import os
+    import traceback
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.abspath(__file__)),
+            os.path.dirname(os.__file__))
+    frames = [f for f in traceback.extract_tb(tb) if not os.path.abspath(f.filename).startswith(skip)]
+    if not frames:
+        return None
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+
+def _record_error(rec: ProbeRecord, err: BaseException, text: str) -> None:
+    rec.stopped, rec.error, rec.error_type = "error", text, type(err).__name__
+    rec.error_frame = user_frame(err.__traceback__)
+    rec.steps_run = len(rec.losses)
+
+
 def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> None:
     device = data.device
+    rec.error_where = "model build"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model, loss_fn, opt = build_for_probe(spec, data, s.seed)
@@ -687,6 +712,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         with amp.autocast():
             return _full_loss(model, loss_fn, Xs, ys, loss_name, data.task)
 
+    rec.error_where = "initial evaluation (forward and loss)"
     rec.initial_loss = full_loss(X, y)
     with torch.no_grad():
         n_out = model.eval()(X[:2]).shape[-1]
@@ -737,11 +763,14 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 inst.attach()
                 inst.armed = True
             with amp.autocast():
+                rec.error_where = "forward"
                 out = model(xb)
+                rec.error_where = "loss"
                 loss = loss_fn(out, targets_for_loss(yb, loss_name, data.task, out.shape[-1] if out.dim() > 1 else 1))
             if arm:
                 inst.armed = False
                 inst.remove()
+            rec.error_where = "backward"
             amp.backward(loss / k_acc if k_acc > 1 else loss)
             loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
         batches.append(step_idx[0] if k_acc == 1 else torch.cat(step_idx))
@@ -753,6 +782,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         if step == 0 and s.instrument:
             rec.params_without_grad = [nm for nm, p in params_all if p.requires_grad and p.grad is None]
             rec.params_without_grad += [nm for nm, p in params_all if not p.requires_grad]
+        rec.error_where = "optimizer step"
         if amp.active:
             keep_going = amp.step(opt, step, finite)
         else:
@@ -813,6 +843,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 rec.stopped = "budget"
                 break
     rec.steps_run = len(rec.losses)
+    rec.error_where = "evaluation"
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start

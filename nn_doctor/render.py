@@ -94,18 +94,81 @@ def _inputs_summary(inputs: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {_compact(v)}" for k, v in inputs.items() if v is not None)
 
 
+def fix_status_label(f: Finding) -> tuple[str, str] | None:
+    """The line under a finding's fix: ("verified", style) only when a probe showed the fix helps;
+    "not confirmed" when it was probed and did not; "not tested" with the reason otherwise."""
+    status = f.fix_status
+    if status == "confirmed":
+        return "verified", "green"
+    if status == "not confirmed":
+        return "not confirmed", "yellow"
+    if status == "untested" and (f.verified or f.untestable):
+        return "not tested", "dim"
+    return None
+
+
+def _fix_status_text(f: Finding) -> str:
+    if f.verified:
+        return _verified_text(f.verified)
+    return f.untestable or ""
+
+
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "r2": "R²"}
+
+
 def _verified_text(verified: dict[str, Any]) -> str:
-    """{'probe': 'normalize=standardize', 'loss_before': 1.09, 'loss_after': 0.08}
-    -> 'normalize=standardize: loss 1.09 → 0.08' (a note or reason replaces the losses)."""
+    """{'probe': 'data.normalize=standardize', 'metric': 'balanced_accuracy', 'metric_before': 0.33, ...}
+    -> 'data.normalize=standardize: balanced accuracy 0.33 → 0.97 (validation loss 1.09 → 0.08)'. Both sides on
+    the same basis; a side whose probe broke reads 'diverged'; a note or a result replaces the numbers."""
     probe = verified.get("probe")
-    if verified.get("note") or verified.get("reason"):
-        detail = str(verified.get("note") or verified.get("reason"))
-    elif "loss_before" in verified or "loss_after" in verified:
-        detail = f"loss {fmt_num(verified.get('loss_before'))} → {fmt_num(verified.get('loss_after'))}"
-    else:
-        rest = {k: v for k, v in verified.items() if k != "probe"}
+    parts = []
+    if verified.get("metric") and (_finite(verified.get("metric_before")) or _finite(verified.get("metric_after"))):
+        name = METRIC_NAMES.get(verified["metric"], verified["metric"])
+        parts.append(f"{name} {_side(verified.get('metric_before'), verified.get('before_state'))} → "
+                     f"{_side(verified.get('metric_after'), verified.get('after_state'))}")
+    both = _finite(verified.get("loss_before")) and _finite(verified.get("loss_after"))
+    if both or (not parts and (_finite(verified.get("loss_before")) or _finite(verified.get("loss_after")))):
+        kind = f"{verified['loss']} loss" if verified.get("loss") else "loss"
+        text = (f"{kind} {_side(verified.get('loss_before'), verified.get('before_state'))} → "
+                f"{_side(verified.get('loss_after'), verified.get('after_state'))}")
+        parts.append(f"({text})" if parts else text)
+    detail = " ".join(parts)
+    note = verified.get("note") or verified.get("reason") or verified.get("result")
+    if note and (not detail or not verified.get("improved", True)):
+        detail = f"{detail}; {note}" if detail else str(note)
+    if not detail:
+        rest = {k: v for k, v in verified.items() if k not in ("probe", "improved", "steps")}
         detail = _compact(rest) if rest else ""
     return f"{probe}: {detail}" if probe and detail else str(probe or detail)
+
+
+def _side(value: Any, state: str | None = None) -> str:
+    return fmt_num(value) if _finite(value) else (state or "-")
+
+
+def _treatment_lines(t: dict[str, Any]) -> list[Line]:
+    """The treatment path: each fix applied (before → after in its probe), then the repaired spec's state."""
+    path = t.get("path") or []
+    lines: list[Line] = [[("Treatment", "bold"), (" (each confirmed fix applied, then everything diagnosed again)", "dim")]]
+    if not path and not t.get("written_without_probe"):
+        lines.append([(f"  no fix applied: {t.get('stopped', '')}", "")])
+        return lines
+    for i, p in enumerate(path, 1):
+        v = {"metric": p.get("metric"), "metric_before": p.get("before"), "metric_after": p.get("after"),
+             "loss_before": p.get("loss_before"), "loss_after": p.get("loss_after"),
+             "before_state": p.get("before_state"), "after_state": p.get("after_state")}
+        lines.append([(f"  {i}. {p['code']} ", "bold"), (f"{p['fix']}", ""), (f"  {_verified_text(v)}", "dim")])
+    if t.get("written_without_probe"):
+        keys = ", ".join(f"{k}" for k in t["written_without_probe"])
+        lines.append([("  also written, no probe can test it: ", "dim"), (keys, "")])
+    final = t.get("final", {})
+    score = ""
+    if _finite(final.get("value")):
+        score = f", {METRIC_NAMES.get(final.get('metric'), final.get('metric'))} {fmt_num(final['value'])}"
+    left = ", ".join(f"{f['code']}" for f in final.get("findings", []))
+    lines.append([("  result: ", "bold"), (f"{final.get('verdict', '?')}{score}", ""),
+                  (f"; still open: {left}" if left else "", ""), (f" ({t.get('stopped')})", "dim")])
+    return lines
 
 
 # ---- the rows: one per step that ran -------------------------------------------------------
@@ -161,6 +224,9 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
     if isinstance(report.probes.get("init"), dict):
         lines.append([])
         lines.extend(_init_lines(report.probes["init"]))
+    if isinstance(report.probes.get("treatment"), dict):
+        lines.append([])
+        lines.extend(_treatment_lines(report.probes["treatment"]))
 
     if report.skipped:
         lines.append([])
@@ -198,8 +264,11 @@ def _finding_lines(f: Finding, verbose: bool) -> list[Line]:
         return out  # info is shown always, but as one line
     if f.fix and f.fix.strip() != "-":
         out.append([("      fix: ", "cyan"), (f.fix, "")])
-    if f.verified:
-        out.append([("      verified: ", "green"), (_verified_text(f.verified), "")])
+    label = fix_status_label(f)
+    if label:
+        out.append([(f"      {label[0]}: ", label[1]), (_fix_status_text(f), "")])
+    if f.explained_by:
+        out.append([("      symptom of: ", "dim"), (", ".join(f.explained_by) + " (fix that first)", "dim")])
     if verbose and f.evidence:
         items = list(f.evidence.items())
         for key, value in items[:EVIDENCE_KEYS]:
@@ -215,12 +284,16 @@ def _summary(report: Report, rows: list[StepResult]) -> Segment:
     if report.verdict == "unhealthy" and first is not None:
         return (f"✗ Unhealthy: issues in {n} of {_plural(m, 'step')} — fix first: {first.code} {first.name}",
                 "bold red")
-    if report.verdict == "warnings" and first is not None:
-        return f"! Warnings in {n} of {_plural(m, 'step')} — first: {first.code} {first.name}", "bold yellow"
+    if report.verdict == "unhealthy":
+        return f"✗ Unhealthy: issues in {n} of {_plural(m, 'step')}", "bold red"
     unchecked = sum(r.status in ("skipped", "crashed") for r in rows)
-    if unchecked:
-        return (f"✓ Healthy: no issues found in {m - unchecked} of {_plural(m, 'step')} "
-                f"({unchecked} skipped or crashed).", "bold green")
+    if report.verdict == "incomplete":
+        why = "interrupted" if report.interrupted else f"{unchecked} of {_plural(m, 'step')} skipped or crashed"
+        extra = f"; warnings in {n}" if n else ""
+        return (f"? Incomplete: not checked in full ({why}{extra}) — not a clean bill of health.", "bold yellow")
+    if report.verdict == "warnings":
+        first_txt = f" — first: {first.code} {first.name}" if first is not None else ""
+        return f"! Warnings in {n} of {_plural(m, 'step')}{first_txt}", "bold yellow"
     return "✓ Healthy: no issues found.", "bold green"
 
 
@@ -432,8 +505,11 @@ def render_markdown(report: Report) -> str:
             out += [f"### {severity_glyph(f.severity)[0]} {f.code} {f.name} ({f.severity.value})", "", f.message, ""]
             if f.fix and f.fix.strip() != "-":
                 out += [f"**Fix:** {f.fix}", ""]
-            if f.verified:
-                out += [f"**Verified:** {_verified_text(f.verified)}", ""]
+            label = fix_status_label(f)
+            if label:
+                out += [f"**{label[0].capitalize()}:** {_fix_status_text(f)}", ""]
+            if f.explained_by:
+                out += [f"*Symptom of {', '.join(f.explained_by)}: fix that first.*", ""]
             if f.evidence:
                 evidence = json.dumps(clean_json(f.evidence), ensure_ascii=False)
                 if len(evidence) > MD_EVIDENCE_CHARS:
@@ -464,6 +540,9 @@ def render_markdown(report: Report) -> str:
             out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows_]
             out.append("")
 
+    if isinstance(report.probes.get("treatment"), dict):
+        out += ["### Treatment", ""] + ["    " + "".join(text for text, _ in line)
+                                        for line in _treatment_lines(report.probes["treatment"])[1:]] + [""]
     if report.skipped:
         out += ["**Skipped:**", ""] + [f"- {item}" for item in report.skipped] + [""]
     if report.interrupted:
@@ -471,7 +550,9 @@ def render_markdown(report: Report) -> str:
     first = report.first_fix_finding()
     if first is not None:
         out.append(f"**Fix first:** `{first.code}` {first.name} — {first.fix}")
-    else:
+    elif report.verdict == "incomplete":
+        out.append("**Incomplete:** some steps were not checked (skipped, crashed or interrupted).")
+    elif report.verdict == "healthy":
         out.append("**No issues found.**")
     return "\n".join(out) + "\n"
 
@@ -489,8 +570,11 @@ def _finding_body(f: Finding) -> str:
     parts = [f"{f.code} {f.name} ({f.severity.value}): {f.message}"]
     if f.fix and f.fix.strip() != "-":
         parts.append(f"fix: {f.fix}")
-    if f.verified:
-        parts.append(f"verified: {_verified_text(f.verified)}")
+    label = fix_status_label(f)
+    if label:
+        parts.append(f"{label[0]}: {_fix_status_text(f)}")
+    if f.explained_by:
+        parts.append(f"symptom of: {', '.join(f.explained_by)}")
     if f.evidence:
         parts.append("evidence: " + json.dumps(clean_json(f.evidence), indent=2, ensure_ascii=False))
     return _xml("\n".join(parts))

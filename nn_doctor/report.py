@@ -26,6 +26,9 @@ class Finding:
     # the spec change that implements the fix, as dotted-path overrides ({"data.normalize": "standardize"});
     # the doctor runs a counterfactual probe with it and --write-fixed applies it. Not serialised.
     patch: dict[str, Any] | None = field(default=None, repr=False)
+    # why a probe cannot test the patch (the probes already work around the fault); the fix is still written
+    untestable: str | None = field(default=None, repr=False)
+    explained_by: list[str] = field(default_factory=list)   # found causes of this symptom (set by triage)
 
     def __post_init__(self) -> None:
         if self.code not in CATALOGUE:
@@ -47,7 +50,21 @@ class Finding:
              "message": self.message, "evidence": clean_json(self.evidence), "fix": self.fix}
         if self.verified is not None:
             d["verified"] = clean_json(self.verified)
+        if self.fix_status is not None:
+            d["fix_status"] = self.fix_status
+        if self.explained_by:
+            d["explained_by"] = list(self.explained_by)
         return d
+
+    @property
+    def fix_status(self) -> str | None:
+        """"confirmed" (a probe of the fix helped materially), "not confirmed" (it was probed and did not),
+        "untested" (a spec change no probe could test), or None (no spec change to test)."""
+        if self.verified is not None and "improved" in self.verified:
+            return "confirmed" if self.verified["improved"] else "not confirmed"
+        if self.patch or self.untestable or self.verified is not None:
+            return "untested"
+        return None
 
 
 @dataclass
@@ -104,6 +121,8 @@ class Report:
     def finalize(self) -> "Report":
         """Order findings in step order and derive each step's status from its findings."""
         self.findings.sort(key=lambda f: (int(f.step), -f.severity.rank, f.code))
+        from .triage import triage
+        triage(self.findings)
         for res in self.steps.values():
             mine = [f for f in self.findings if f.step == res.step]
             res.codes = list(dict.fromkeys(f.code for f in mine))
@@ -114,26 +133,45 @@ class Report:
                 ("crashed" if res.status == "crashed" else "pass")
         return self
 
-    # ---- verdict -------------------------------------------------------------------------
+    # ---- verdict ----------------------------------------------------------------------------
+    @property
+    def incomplete(self) -> bool:
+        """Some step this command covers was not checked (interrupted, skipped, or a check crashed): no
+        clean bill of health can be given, whatever the other steps found."""
+        return self.interrupted or any(r.ran and r.status in ("skipped", "crashed") for r in self.steps.values())
+
     @property
     def verdict(self) -> str:
+        """healthy | warnings | unhealthy | incomplete. "healthy" is a claim that needs evidence: every step
+        the command covers ran its checks, and nothing crashed."""
         worst = max((f.severity.rank for f in self.findings), default=-1)
-        if self.interrupted and worst < 1 and any(r.status == "skipped" for r in self.steps.values()):
-            return "warnings"   # an interrupted run with unchecked steps is not a clean bill of health
-        return "unhealthy" if worst >= 2 else "warnings" if worst == 1 else "healthy"
+        if worst >= 2:
+            return "unhealthy"
+        if self.incomplete:
+            return "incomplete"
+        return "warnings" if worst == 1 else "healthy"
 
     @property
     def first_fix(self) -> str | None:
-        """The first error in step order, else the first warning; None if neither."""
-        for level in (Severity.ERROR, Severity.WARNING):
-            for f in sorted(self.findings, key=lambda f: (int(f.step), f.code)):
-                if f.severity == level:
-                    return f.code
-        return None
+        f = self.first_fix_finding()
+        return f.code if f is not None else None
 
     def first_fix_finding(self) -> Finding | None:
-        code = self.first_fix
-        return next((f for f in self.findings if f.code == code), None)
+        """The thing to fix first: causes before symptoms (a finding explained by another found finding is
+        skipped), then the earliest step among fixes a probe confirmed and errors no probe refuted; a warning
+        whose fix was probed and did not help never comes first. Later tiers only when a tier is empty."""
+        ranked = [f for f in self.findings if f.severity.rank >= 1]
+        causes = [f for f in ranked if not f.explained_by] or ranked   # a cycle of explanations: all stay
+        tiers = (
+            [f for f in causes if f.fix_status == "confirmed" or
+             (f.severity == Severity.ERROR and f.fix_status != "not confirmed")],
+            [f for f in causes if f.severity == Severity.ERROR],
+            [f for f in causes if f.fix_status != "not confirmed"],
+        )
+        for tier in tiers:
+            if tier:
+                return min(tier, key=lambda f: (int(f.step), -f.severity.rank, f.fix_status != "confirmed", f.code))
+        return None
 
     def exit_code(self, fail_on: str) -> int:
         if self.interrupted:
@@ -141,7 +179,8 @@ class Report:
         if fail_on == "never":
             return 0
         threshold = Severity(fail_on).rank
-        return 1 if any(f.severity.rank >= threshold for f in self.findings) else 0
+        # an incomplete run (a crashed check, a skipped step) cannot pass a CI gate: it was not checked
+        return 1 if self.incomplete or any(f.severity.rank >= threshold for f in self.findings) else 0
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

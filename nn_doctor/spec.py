@@ -6,6 +6,8 @@ got -3`), raised as UsageError (exit 2). No torch import here.
 """
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -37,6 +39,11 @@ class DataSpec(_Strict):
     max_rows: Optional[PositiveInt] = None
     x_key: str = "X"
     y_key: str = "y"
+    # rows with NaN/Inf: keep them (your training sees them), drop them, or impute features with the
+    # training median (rows without a target are dropped either way)
+    missing: Literal["keep", "drop", "median"] = "keep"
+    # explicit raw label -> class index (e.g. {1: 0, 2: 1, 3: 2}); without it labels are sorted and numbered
+    label_map: Optional[dict[Union[str, int, float, bool], int]] = None
     # token data (integer sequences (N, T) in an npz, or a Parquet column of integer lists):
     vocab_size: Optional[PositiveInt] = None   # ids must lie in 0..vocab_size-1; inferred (max id + 1) when absent
     pad_id: Optional[int] = Field(None, ge=0)  # the padding id (shorter Parquet sequences are padded with it)
@@ -173,6 +180,8 @@ class Spec(_Strict):
     training: TrainingSpec = TrainingSpec()
     # where the spec came from (not a YAML key): user code is imported relative to it
     base_dir: Optional[str] = Field(None, exclude=True)
+    # the mapping the user wrote (not a YAML key): --write-fixed writes it back with only the fixes changed
+    source_raw: Optional[dict[str, Any]] = Field(None, exclude=True, repr=False)
 
     def with_overrides(self, **changes: Any) -> "Spec":
         """A deep copy with dotted-path changes: spec.with_overrides(**{"optimizer.lr": 0.01})."""
@@ -267,6 +276,7 @@ def parse_spec(raw: Any, base_dir: str | Path | None = None, source: str = "spec
     except ValidationError as err:
         raise UsageError(f"{source}: {format_validation_error(err)}") from None
     spec.base_dir = str(Path(base_dir).resolve()) if base_dir else None
+    spec.source_raw = copy.deepcopy(raw)
     return spec
 
 

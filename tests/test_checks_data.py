@@ -447,7 +447,8 @@ def test_d107_offset_labels(tmp_path):
     assert run(load_frame(tmp_path, df), ["D107"], loss_name="cross_entropy") == []
     df["label"] += 1
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "offset by 1" in f.message and f.fix == "map labels [1, 2, 3] to 0..2"
+    assert "offset by 1" in f.message and f.fix.startswith("map labels [1, 2, 3] to 0..2")
+    assert f.patch == {"data.label_map": {1: 0, 2: 1, 3: 2}} and "data.label_map: {1: 0, 2: 1, 3: 2}" in f.fix
     assert f.severity == Severity.ERROR
 
 
@@ -465,7 +466,7 @@ def test_d107_string_float_and_gap_labels(tmp_path):
     df = standardized("wine")
     df["label"] = "class_" + df["label"].astype(str)
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "strings" in f.message and f.fix == "map labels ['class_0', 'class_1', 'class_2'] to 0..2"
+    assert "strings" in f.message and f.fix.startswith("map labels ['class_0', 'class_1', 'class_2'] to 0..2")
     df = standardized("wine")
     df["label"] = df["label"].astype(float)
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
@@ -473,7 +474,7 @@ def test_d107_string_float_and_gap_labels(tmp_path):
     df = standardized("wine")
     df["label"] = df["label"].replace({2: 5})
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "gaps" in f.message and f.fix == "map labels [0, 1, 5] to 0..2"
+    assert "gaps" in f.message and f.fix.startswith("map labels [0, 1, 5] to 0..2")
 
 
 def test_d107_binary_labels_outside_0_1(tmp_path):
@@ -481,7 +482,7 @@ def test_d107_binary_labels_outside_0_1(tmp_path):
     assert run(load_frame(tmp_path, df), ["D107"], loss_name="bce_with_logits") == []
     df["label"] = df["label"].map({0: -1, 1: 1})
     f = one(run(load_frame(tmp_path, df), ["D107"]), "D107")
-    assert "not {0, 1}" in f.message and f.fix == "map labels [-1, 1] to [0, 1]"
+    assert "not {0, 1}" in f.message and f.fix.startswith("map labels [-1, 1] to [0, 1]") and f.patch == {"data.label_map": {-1: 0, 1: 1}}
 
 
 def test_d107_loss_format(tmp_path):
@@ -499,7 +500,7 @@ def test_d107_loss_format(tmp_path):
 def test_d107_arrays(tmp_path):
     X, y = digits()
     f = one(run(load_arrays(tmp_path, X / 16.0, y + 1), ["D107"]), "D107")
-    assert f.fix == "map labels [1, 2, 3, 4, 5, 6, ...] to 0..9"
+    assert f.fix.startswith("map labels [1, 2, 3, 4, 5, 6, ...] to 0..9")
     assert run(load_arrays(tmp_path, X / 16.0, y), ["D107"]) == []
 
 

@@ -306,12 +306,17 @@ def _record(initial: float, final: float | None, stopped: str = "completed") -> 
                        stopped=stopped, steps_run=150, losses=[initial] * 150)
 
 
-def test_h300_is_silent_when_no_lr_works():
-    # every probed lr failed: the lr is not the cause (a NaN in the forward pass, a broken init, ...), and
-    # an H300 error would take first_fix from the real finding (zoo: g400_log_of_negative, g402 init)
+def test_h300_fires_when_the_configured_lr_diverges_even_if_no_lr_works():
+    # every probed lr failed and the configured one blew up: the configured lr is still too high (a report
+    # that said nothing once ended "Healthy"); the fix lowers it a decade and points at the other steps, and
+    # the triage pass (not this check) ranks a found cause (M205, D104, ...) before it
     res = lr_search.LrResult(configured=1.0, configured_status="diverged", reason="no probed lr worked",
                              tried=[{"lr": 1.0, "status": "diverged", "initial_loss": 1.1, "final_loss": None,
                                      "stopped": "diverged", "steps": 10}])
+    found = findings(ProbeContext(spec=mlp(lr=1.0), lr=res)).get("H300")
+    assert found and found.patch == {"optimizer.lr": 0.1} and "data, model and gradient findings" in found.fix
+    # ... but not when the configured lr merely made no progress (too-slow): then it is not the lr
+    res.configured_status = "too-slow"
     assert "H300" not in findings(ProbeContext(spec=mlp(lr=1.0), lr=res))
 
 

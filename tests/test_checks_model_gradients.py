@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from nn_doctor.report import Finding
 import torch
 
 from nn_doctor.catalogue import CATALOGUE
@@ -458,26 +460,37 @@ def test_G406_update_ratio_too_small_and_too_big():
 
 # ---- G407 ------------------------------------------------------------------------------------
 
+def _triaged(ctx: ProbeContext, codes: list[str]) -> dict[str, Finding]:
+    """The codes' findings after the triage pass links each symptom to its found causes."""
+    from nn_doctor.checks import load_step
+    from nn_doctor.triage import triage
+    for letter in {c[0] for c in codes}:
+        load_step(letter)
+    found = [f for c in codes for f in run(c, ctx)]
+    triage(found)
+    return {f.code: f for f in found}
+
+
 def test_G407_softmax_before_cross_entropy_cannot_overfit_ten_samples(softmax_ctx):
     # the double softmax bounds the loss below by -ln(e / (e + 2)) = 0.55 for 3 classes
     f = one("G407", softmax_ctx)
     assert f.evidence["samples"] == 10 and f.evidence["final_loss"] > 0.5
-    assert f.evidence["related"] == ["M202"] and f.patch == one("M202", softmax_ctx).patch
+    found = _triaged(softmax_ctx, ["M202", "G407"])
+    assert found["G407"].explained_by == ["M202"] and not found["M202"].explained_by
 
 
 def test_G407_one_unit_bottleneck_cannot_overfit_ten_samples():
     ctx = context(make_spec(mlp(1)), probes=("tiny",), working_lr=1e-2)
     f = one("G407", ctx)
-    assert f.evidence["fraction"] > G.TINY_FRACTION and "related" not in f.evidence and f.patch is None
+    assert f.evidence["fraction"] > G.TINY_FRACTION and f.patch is None
+    assert _triaged(ctx, ["M208", "G407"])["G407"].explained_by == []   # no capacity probe: nothing explains it
     ctx.subset_fit = context(make_spec(mlp(1)), probes=("subset",), working_lr=1e-2).subset_fit
-    f = one("G407", ctx)                      # with the capacity probe, M208 explains it and lends its patch
-    assert f.evidence["related"] == ["M208"] and f.patch == one("M208", ctx).patch
+    assert _triaged(ctx, ["M208", "G407"])["G407"].explained_by == ["M208"]   # the capacity probe: M208 does
 
 
 def test_G407_ten_layer_sigmoid_net_points_at_M206():
     ctx = context(make_spec(mlp(32, act="sigmoid", depth=10), init="xavier"), probes=("tiny",))
-    f = one("G407", ctx)
-    assert f.evidence["related"] == ["M206"] and f.fix.startswith("M206: ")
+    assert "M206" in _triaged(ctx, ["M206", "G407"])["G407"].explained_by
 
 
 def test_G407_label_smoothing_floor():
@@ -589,21 +602,24 @@ def test_G402_not_when_the_forward_pass_was_never_finite(tmp_path):
     assert one("G402", ctx)
 
 
-def test_G407_is_a_warning_when_an_earlier_step_explains_it():
+def test_G407_never_comes_before_the_earlier_step_that_explains_it():
     """zoo m206_deep_sigmoid, m208_too_narrow, h303_weight_decay, h307_sgd_no_momentum: an explained G407
-    (error) became the report's first fix over its cause (a step 2 or 3 warning). Explained, it is a
-    warning; unexplained (an implementation or label bug) it stays an error."""
+    (error) became the report's first fix over its cause (a step 2 or 3 warning). The triage pass now links
+    it to its cause and the report names the cause first; unexplained (a bug) it stays first."""
+    from nn_doctor.report import Report
     ctx = context(make_spec(mlp(32, act="sigmoid", depth=10), init="xavier"), probes=("tiny",))
-    f = one("G407", ctx)
-    assert f.evidence["related"] == ["M206"] and f.severity.value == "warning"
+    found = _triaged(ctx, ["M206", "G407"])
+    report = Report("full-report", findings=list(found.values()))
+    assert found["G407"].explained_by == ["M206"] and report.finalize().first_fix == "M206"
     ctx = context(make_spec(mlp(1)), probes=("tiny",), working_lr=1e-2)      # nothing explains it
-    assert one("G407", ctx).severity.value == "error"
+    report = Report("full-report", findings=run("G407", ctx))
+    assert report.finalize().first_fix == "G407" and report.findings[0].severity.value == "error"
     # weight decay 1.0 (the tiny probe drops dropout, not weight decay): H303 explains it
     spec = make_spec(mlp(32), lr=3e-3, weight_decay=1.0)
     ctx = context(spec, probes=("baseline", "tiny"), working_lr=3e-3)
     weaker = context(spec.with_overrides(**{"optimizer.weight_decay": 0.0}), probes=("baseline",)).baseline
     weaker.overrides = {"optimizer.weight_decay": 0.0}
     ctx.regularization = {"configured": ctx.baseline, "weaker": weaker}
-    f = one("G407", ctx)
-    assert f.evidence["related"] == ["H303"] and f.severity.value == "warning"
-    assert f.patch == {"optimizer.weight_decay": 0.0} and f.fix.startswith("H303: ")
+    found = _triaged(ctx, ["H303", "G407"])
+    assert found["G407"].explained_by == ["H303"]
+    assert Report("full-report", findings=list(found.values())).finalize().first_fix == "H303"

@@ -32,17 +32,18 @@ def make_report() -> Report:
     r.add(Finding("D104", "3 of 13 features have std > 100 (proline: std 315)", "set data.normalize: standardize",
                   severity=Severity.ERROR,
                   evidence={"columns": {"proline": {"mean": 746.9, "std": 314.9}}, "threshold_std": 100},
-                  verified={"probe": "normalize=standardize", "loss_before": 1.0986, "loss_after": 0.0812}))
+                  verified={"probe": "normalize=standardize", "loss_before": 1.0986, "loss_after": 0.0812,
+                            "improved": True}))
     r.add(Finding("D109", "majority/minority class ratio 12 (class 1: 71, class 3: 6)",
                   "set loss.class_weights: balanced", evidence={"counts": {"1": 71, "2": 59, "3": 6}},
-                  verified={"probe": "class_weights=balanced", "note": "minority recall 0 → 0.83"}))
+                  verified={"probe": "class_weights=balanced", "note": "minority recall 0 → 0.83", "improved": True}))
     model = r.step(Step.MODEL)
     model.summary, model.checks_run = "MLP 13-64-64-3, 5,251 params", ["M201", "M204"]
     hyper = r.step(Step.HYPERPARAMETERS)
     hyper.summary, hyper.checks_run = "lr 1e-04, batch 32", ["H300", "H301", "H306"]
     r.add(Finding("H301", "lr 1e-04 ends at loss 1.05; 3.2e-03 reaches 0.08 in the same 40 steps",
                   "set optimizer.lr: 0.0032",
-                  verified={"probe": "lr=3.2e-03", "loss_before": 1.05, "loss_after": 0.08}))
+                  verified={"probe": "lr=3.2e-03", "loss_before": 1.05, "loss_after": 0.08, "improved": True}))
     r.add(Finding("H306", "plateau: train and validation loss barely move", "-"))
     grads = r.step(Step.GRADIENTS)
     grads.status, grads.reason = "crashed", "RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x13 and 12x64)"
@@ -89,6 +90,7 @@ no --val given: 20% of the training data is held out
     ! H301 lr-too-low: lr 1e-04 ends at loss 1.05; 3.2e-03 reaches 0.08 in the same 40 steps
       fix: set optimizer.lr: 0.0032
       verified: lr=3.2e-03: loss 1.05 → 0.08
+      symptom of: D104 (fix that first)
     • H306 loss-curve-pattern: plateau: train and validation loss barely move
 [☠] 4 Code and gradients
     crashed: RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x13 and 12x64)
@@ -184,8 +186,18 @@ def test_text_summary_line_for_each_verdict():
     partial.finalize()
     text = render_text(partial)
     assert "Interrupted: partial report" in text
-    assert text.endswith("✓ Healthy: no issues found in 1 of 2 steps (1 skipped or crashed).\n")
-    assert len([line for line in text.splitlines() if line.startswith(("✓", "!", "✗"))]) == 1
+    # an interrupted run is never a clean bill of health (it once ended "✓ Healthy"), and never exits 0
+    assert "Healthy" not in text and partial.verdict == "incomplete" and partial.to_dict()["verdict"] == "incomplete"
+    assert text.endswith("? Incomplete: not checked in full (interrupted) — not a clean bill of health.\n")
+    assert partial.exit_code("error") == 130
+
+    crashed = Report(command="check-data")
+    crashed.step(Step.DATA).status = "crashed"
+    crashed.step(Step.DATA).reason = "check D104 crashed: ValueError: boom"
+    crashed.finalize()
+    text = render_text(crashed)
+    assert "Healthy" not in text and crashed.verdict == "incomplete" and crashed.exit_code("error") == 1
+    assert crashed.exit_code("never") == 0
 
 
 def test_text_steps_not_run_are_hidden_and_other_probes_ignored():
@@ -230,8 +242,10 @@ def test_json_schema_v1():
         (1, "data", "fail"), (2, "model", "pass"), (3, "hyperparameters", "warn"),
         (4, "gradients", "crashed"), (5, "resources", "skipped")]
     first = doc["findings"][0]
-    assert set(first) == {"code", "name", "step", "severity", "message", "evidence", "fix", "verified"}
-    assert first["verified"] == {"probe": "normalize=standardize", "loss_before": 1.0986, "loss_after": 0.0812}
+    assert set(first) == {"code", "name", "step", "severity", "message", "evidence", "fix", "verified", "fix_status"}
+    assert first["verified"] == {"probe": "normalize=standardize", "loss_before": 1.0986, "loss_after": 0.0812,
+                                 "improved": True}
+    assert first["fix_status"] == "confirmed"
     assert doc["probes"]["lr"]["recommended"] == 0.0032
     assert doc["probes"]["lr"]["tried"][0]["curve"][-1] is None
     assert "├" not in text and "✓" not in text      # JSON carries data, not the text rendering

@@ -86,5 +86,33 @@ def run_checks(codes: Iterable[str], ctx: Any, report: Report, select: list[str]
     return found
 
 
+# ---- what each check needs -------------------------------------------------------------------------
+# The probes a check reads (nn_doctor/plan.py runs only those the enabled codes need: `--select D1` trains
+# nothing, `--select H300` runs only the lr search). Codes not listed need only the data or the built model.
+PROBES_NEEDED: dict[str, tuple[str, ...]] = {
+    "M204": ("baseline",), "M205": ("baseline",), "M206": ("baseline",), "M207": ("baseline",),
+    "M208": ("subset", "lr"),
+    "H300": ("lr",), "H301": ("lr",),
+    "H302": ("baseline", "batch", "lr"),
+    "H303": ("baseline", "regularization", "lr"),
+    "H304": ("baseline",), "H306": ("baseline",), "H308": ("baseline",),
+    "H305": ("baseline", "batch", "lr", "optimizer", "regularization"),
+    "H307": ("baseline", "optimizer"),
+    "G400": ("baseline",), "G401": ("baseline",), "G402": ("baseline", "lr"), "G403": ("baseline",),
+    "G404": ("baseline",), "G405": ("baseline",), "G406": ("baseline", "lr"),
+    "G407": ("tiny", "lr"),
+    "G408": ("user_step",),
+    "R501": ("memory",), "R502": ("memory",), "R503": ("baseline",),
+    # transformer-era checks (checks/transformers.py); "extra" = transformer_probes.py's counterfactual probes
+    "H309": ("baseline", "extra", "lr"), "H310": ("lr",), "H311": ("baseline", "extra"),
+    "G410": ("baseline", "extra"), "G411": ("baseline", "lr"), "G412": ("user_step",), "G413": ("user_step",),
+}
+
+
+def probes_needed(select: list[str], ignore: list[str]) -> set[str]:
+    """The probe groups the enabled codes read."""
+    return {p for code in CATALOGUE if enabled(code, select, ignore) for p in PROBES_NEEDED.get(code, ())}
+
+
 def codes_for_step(letter: str) -> list[str]:
     return sorted(c for c in CATALOGUE if c.startswith(letter))

@@ -41,6 +41,39 @@ class ProbeContext:
     user_step: Any = None                    # G408: the diagnosis of the user's training step (user_step.py)
     source: str = "probe"                    # "probe" (nn-doctor's own loop) or "monitor" (the user's real run)
 
+    def records(self) -> list[tuple[str, ProbeRecord]]:
+        """Every probe record this context holds, each once, with the role it played."""
+        out: list[tuple[str, ProbeRecord]] = []
+        seen: set[int] = set()
+
+        def add(role: str, rec: ProbeRecord | None) -> None:
+            if rec is not None and id(rec) not in seen:
+                seen.add(id(rec))
+                out.append((role, rec))
+        add("baseline", self.baseline)
+        add("init", self.init)
+        for lr, rec in sorted(self.lr_records.items(), reverse=True):
+            add(f"lr {lr:g}", rec)
+        for b, rec in sorted(self.batch.items()):
+            add(f"batch {b}", rec)
+        for k, rec in self.regularization.items():
+            add(f"{k} regularisation", rec)
+        for k, rec in self.optimizers.items():
+            add(f"optimizer {k}", rec)
+        add("capacity subset", self.subset_fit)
+        add("tiny batch", self.tiny)
+        for k, rec in self.init_variants.items():
+            add(f"init {k}", rec)
+        return out
+
+    def configured_record(self) -> ProbeRecord | None:
+        """The probe of the spec exactly as configured: the baseline, else the init probe, else the lr probe at
+        the configured lr (probe-lr has only those)."""
+        for rec in (self.baseline, self.init):
+            if rec is not None:
+                return rec
+        return self.lr_records.get(self.spec.optimizer.lr)
+
     @property
     def task(self) -> str:
         return self.arrays.task if self.arrays is not None else (self.spec.task or "classification")

@@ -93,6 +93,7 @@ WORKERS = min(8, os.cpu_count() or 1)  # threads for the chunked passes (numpy r
 MEDIAN_SAMPLE_ROWS = 100_000   # median/MAD from at most this many rows of the statistics view (seeded)
 LEAK_SAMPLE_VALUES = 5_000_000  # images/sequences: D112's screen reads at most this many values (~40 MB)
 MAX_EVIDENCE_COLUMNS = 10      # evidence lists the worst columns only
+MAX_LABEL_MAP = 50             # D107 writes data.label_map out only for up to 50 classes (longer maps are unreadable)
 MAX_EXAMPLE_ROWS = 5           # example row indices per duplicate/conflict kind
 MAX_LEAK_CANDIDATES = 20       # D112 sorts at most this many screened columns (best first)
 SEED = 0                       # the sample for medians and the tie order for D112
@@ -573,6 +574,8 @@ class DataContext:
     normalize: str | None = None        # data.normalize: none | standardize | minmax
     normalize_target: bool = False      # data.normalize_target
     class_weights: Any = None           # loss.class_weights
+    missing: str | None = None          # data.missing: keep | drop | median
+    label_map: Any = None               # data.label_map
 
     @classmethod
     def build(cls, ds: Dataset, n_params: int | None = None, loss_name: str | None = None,
@@ -585,6 +588,8 @@ class DataContext:
             ctx.normalize = getattr(data, "normalize", None)
             ctx.normalize_target = bool(getattr(data, "normalize_target", False))
             ctx.class_weights = getattr(getattr(spec, "loss", None), "class_weights", None)
+            ctx.missing = getattr(data, "missing", None)
+            ctx.label_map = getattr(data, "label_map", None)
         return ctx
 
     @property
@@ -883,8 +888,8 @@ def check_data_unreadable(ctx: DataContext) -> Finding | None:
 @check("D101")
 def check_missing_values(ctx: DataContext) -> Finding | None:
     """D101 missing-values: NaN/None/empty cells in the features or the target, counted per column."""
-    if ctx.n_train == 0:
-        return None
+    if ctx.n_train == 0 or not _missing_unset(ctx):
+        return None   # data.missing: drop | median deals with them before training
     counts: dict[str, int] = {}
     st, vs = ctx.train_stats, ctx.val_stats
     nan = st.n_nan + (vs.n_nan if vs is not None else 0)
@@ -914,21 +919,23 @@ def check_missing_values(ctx: DataContext) -> Finding | None:
     if target_counts:
         parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
     cols = ", ".join(c for c, _ in worst[:3]) + (" ..." if len(worst) > 3 else "")
-    fix = (f"impute (median for numbers, mode for categories) or drop the rows with missing values in {cols}"
-           if counts else "")
+    fix = (f"set data.missing: median (impute {cols} with the training median) or data.missing: drop (drop those "
+           f"rows)" if counts else "")
     if target_counts:
-        fix = (fix + "; " if fix else "") + "drop the rows whose target is missing"
+        fix = (fix + "; " if fix else "set data.missing: drop; ") + "rows whose target is missing are dropped"
     return Finding("D101", f"{total} missing values in " + " and ".join(parts), fix,
                    evidence={"features": dict(worst[:MAX_EVIDENCE_COLUMNS]),
                              "n_feature_columns": len(counts), "target": target_counts,
-                             "thresholds": {"missing": "> 0"}})
+                             "thresholds": {"missing": "> 0"}},
+                   patch={"data.missing": "median" if counts else "drop"} if _missing_unset(ctx) else None,
+                   untestable=PROBES_DROP_ROWS)
 
 
 @check("D102")
 def check_non_finite_values(ctx: DataContext) -> Finding | None:
     """D102 non-finite-values: +inf/-inf in the features or the target."""
-    if ctx.n_train == 0:
-        return None
+    if ctx.n_train == 0 or not _missing_unset(ctx):
+        return None   # data.missing: drop | median deals with them before training
     st, vs = ctx.train_stats, ctx.val_stats
     inf = st.n_inf + (vs.n_inf if vs is not None else 0)
     counts = {st.names[j]: int(inf[j]) for j in _take_worst(st.names, inf.astype(float), inf > 0, len(inf))}
@@ -953,10 +960,11 @@ def check_non_finite_values(ctx: DataContext) -> Finding | None:
         parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
     cols = ", ".join(list(counts)[:3] + list(target_counts)[:1])
     return Finding("D102", f"{total} infinite values in " + " and ".join(parts),
-                   f"replace the infinite values in {cols} (clip to the finite range or treat as missing), "
+                   f"set data.missing: drop (or median) to drop or impute the infinite values in {cols}, "
                    "or fix the computation that produced them (a division by zero, a log of 0)",
                    evidence={"features": dict(items[:MAX_EVIDENCE_COLUMNS]), "n_feature_columns": len(counts),
-                             "target": target_counts, "thresholds": {"infinite": "> 0"}})
+                             "target": target_counts, "thresholds": {"infinite": "> 0"}},
+                   patch={"data.missing": "drop"} if _missing_unset(ctx) else None, untestable=PROBES_DROP_ROWS)
 
 
 @check("D103")
@@ -1157,8 +1165,25 @@ def check_extreme_outliers(ctx: DataContext) -> Finding | None:
                                             "class_min_rows": OUTLIER_CLASS_MIN_ROWS}})
 
 
+PROBES_DROP_ROWS = "nn-doctor's probes already drop the rows with NaN/Inf; your own training would not"
+PROBES_MAP_LABELS = "nn-doctor's probes already number the labels 0..C-1; your own training would not"
+
+
+def _missing_unset(ctx: DataContext) -> bool:
+    return ctx.missing in (None, "keep")
+
+
 def _format_mapping(classes: list[Any]) -> str:
     return f"map labels {_short(classes)} to 0..{len(classes) - 1}"
+
+
+def _label_map_patch(ctx: DataContext, classes: list[Any]) -> dict[str, Any] | None:
+    """data.label_map numbering the labels in sorted order: what the probes already do, written out."""
+    if ctx.label_map is not None or len(classes) > MAX_LABEL_MAP:
+        return None
+    plain = [c.item() if hasattr(c, "item") else c for c in classes]
+    return {"data.label_map": {(int(c) if isinstance(c, float) and c.is_integer() else c): i
+                               for i, c in enumerate(plain)}}
 
 
 @check("D107")
@@ -1186,8 +1211,8 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
             fixes.append("binarise the target columns to 0/1")
     else:
         info = ctx.labels
-        if info is None or info.n_classes == 0:
-            return None
+        if info is None or info.n_classes == 0 or ctx.label_map is not None:
+            return None   # with data.label_map the spec numbers the labels itself
         classes, C = info.classes, info.n_classes
         dtype = info.dtype
         evidence.update({"labels": classes[:20], "n_classes": C, "dtype": str(dtype)})
@@ -1236,8 +1261,16 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
                         fixes.append(f"map the labels to 0..{ctx.n_outputs - 1}")
     if not issues:
         return None
+    mapping = None
+    if ctx.labels is not None and not _is_2d_target(ctx.ds.y) and any("map labels" in f for f in fixes):
+        mapping = _label_map_patch(ctx, ctx.labels.classes)
+    if mapping:
+        written = ", ".join(f"{k!r}: {v}" if isinstance(k, str) else f"{k}: {v}"
+                            for k, v in list(mapping["data.label_map"].items())[:6])
+        more = ", ..." if len(mapping["data.label_map"]) > 6 else ""
+        fixes = [f"{f} (set data.label_map: {{{written}{more}}})" if f.startswith("map labels") else f for f in fixes]
     return Finding("D107", "; ".join(issues), "; ".join(dict.fromkeys(fixes)),
-                   evidence={**evidence, "issues": issues})
+                   evidence={**evidence, "issues": issues}, patch=mapping, untestable=PROBES_MAP_LABELS)
 
 
 @check("D108")

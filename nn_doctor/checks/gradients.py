@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import math
 import statistics
+
+import numpy as np
 from typing import Any
 
 from ..model import SATURATING
 from ..probe import ProbeRecord
 from ..report import Finding
-from . import as_list, check
+from . import check
 from .context import ProbeContext
-from .model import (canon, check_capacity_mismatch, check_init_scale_mismatch, check_loss_task_mismatch,
-                    check_output_activation_mismatch, check_output_size_mismatch, check_saturating_deep_network,
-                    check_symmetric_init, hidden_activations, layer_dicts, recommended_init,
-                    relu_instead_of_saturating, weight_layers)
+from .model import canon, hidden_activations, layer_dicts, recommended_init, relu_instead_of_saturating, weight_layers
 
-GRADIENT_CODES = ["G400", "G401", "G402", "G403", "G404", "G405", "G406", "G407"]
+GRADIENT_CODES = ["G400", "G401", "G402", "G403", "G404", "G405", "G406", "G407", "G409"]
 
 # ---- thresholds ------------------------------------------------------------------------------
 VANISH_RATIO = 1e-3        # G401: first/last weight-layer grad norm < 1e-3 ("orders of magnitude", seeds/004);
@@ -117,10 +116,17 @@ def _saturating_patch(ctx: ProbeContext) -> dict[str, Any] | None:
 @check("G400")
 def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
     """G400 non-finite-training: NaN/Inf in the loss, gradients or weights; first step and layer."""
-    rec = ctx.baseline if ctx.baseline is not None else ctx.init
-    if rec is None or rec.first_nonfinite is None:
+    rec = ctx.configured_record()
+    if rec is None or rec.error is not None:
+        return None
+    if rec.initial_loss is None and rec.first_nonfinite is None:
+        # non-finite before the first update: no lr, clip or step can be the cause
+        rec.first_nonfinite = {"step": 0, "where": "loss at init", "layer": None}
+    if rec.first_nonfinite is None:
         return None
     nf = rec.first_nonfinite
+    if rec.initial_loss is None:
+        return _non_finite_at_init(ctx, rec)
     step, where, layer = nf.get("step"), nf.get("where"), nf.get("layer")
     opt = ctx.spec.optimizer
     finite = [v for v in rec.losses if v is not None]
@@ -145,6 +151,30 @@ def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
     at = f" in {layer}" if layer else ""
     return Finding("G400", f"training goes non-finite at step {step}: first NaN/Inf in the {where}{at} "
                            f"(lr {opt.lr:g}, {opt.name})", "; ".join(fixes), ev, patch=patch)
+
+
+def _non_finite_at_init(ctx: ProbeContext, rec: ProbeRecord) -> Finding:
+    """The loss is NaN/Inf before any update: the model's output, the data or the loss make it, not the lr."""
+    spec = ctx.spec
+    arrays = ctx.arrays
+    bad_inputs = arrays is not None and not bool(np.isfinite(arrays.X).all())
+    ev: dict[str, Any] = {"step": 0, "where": rec.first_nonfinite.get("where"), "initial_loss": None,
+                          "inputs_finite": not bad_inputs, "init": str(spec.model.init), "loss": spec.loss.name}
+    if bad_inputs:
+        cause = "the input features contain NaN/Inf"
+        fix, patch = "set data.missing: drop (or median) to drop or impute the rows with NaN/Inf values", \
+            {"data.missing": "drop"}
+    elif spec.model.layers is None:
+        cause = f"the output of your model ({spec.model.class_}) is non-finite on real inputs"
+        fix, patch = "make the forward pass finite: look for exp/log/division by zero or an overflowing " \
+                     "activation in your model's forward", None
+    else:
+        good = recommended_init(ctx)
+        cause = f"the model's output is non-finite at init (init {spec.model.init})"
+        fix, patch = (f"set model.init: {good}", {"model.init": good}) if spec.model.init.scheme != good else \
+            ("make the forward pass finite: an exp/log or a division in the model overflows", None)
+    return Finding("G400", f"the loss is non-finite before the first update: {cause}; no lr can train this "
+                           f"(probe '{rec.name}')", fix, ev, patch=patch)
 
 
 # ---- G401 ------------------------------------------------------------------------------------
@@ -421,48 +451,45 @@ def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
                           "thresholds": {"fraction": TINY_FRACTION, "floor": TINY_FLOOR}}
     if floor:
         ev["loss_floor"] = floor
-    # the step 2 findings that explain a model that cannot memorise 10 samples, errors first
-    related = []
-    for fn in (check_output_activation_mismatch, check_loss_task_mismatch, check_output_size_mismatch,
-               check_symmetric_init, check_saturating_deep_network, check_init_scale_mismatch,
-               check_capacity_mismatch):
-        try:
-            found = [f for f in as_list(fn(ctx)) if f.severity.rank >= 1 and f.evidence.get("kind") != "too big"]
-        except Exception:
-            found = []
-        related += found[:1]
-    related.sort(key=lambda f: -f.severity.rank)
-    related += _training_explanations(ctx)
-    patch = None
-    fix = "an implementation or label bug: check the step 2 findings (output layer, loss, init) and the labels"
-    severity = None
-    if related:
-        ev["related"] = [f.code for f in related]
-        fix = f"{related[0].code}: {related[0].fix}"
-        patch = related[0].patch
-        # explained by an earlier step's finding: not an implementation bug, and the report's first fix
-        # must be that finding, not this symptom (fault zoo: a deep sigmoid net, weight decay 1.0, plain
-        # sgd on digits and a 2-unit bottleneck all made G407 the first fix over their real cause)
-        severity = "warning"
+    # Which earlier finding explains it (an output activation, the init, the lr, ...) is the triage pass's
+    # call (catalogue EXPLAINED_BY): the report then lists this as that finding's symptom, never first.
+    fix = ("an implementation or label bug, unless an earlier finding explains it (the report links it): check "
+           "the output layer and loss, the init and the labels")
     return Finding("G407", f"cannot overfit {n} samples: loss {rec.initial_loss:.3g} -> {rec.final_loss:.3g} after "
                            f"{rec.steps_run} steps at lr {lr:g} ({end / start:.0%} of the start; near zero is "
-                           f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev, severity=severity, patch=patch)
+                           f"< {TINY_FRACTION:.0%} or < {TINY_FLOOR:g})", fix, ev)
 
 
-def _training_explanations(ctx: ProbeContext) -> list[Finding]:
-    """The step 3 findings that explain a tiny probe that cannot memorise: a regularisation strong enough to
-    hold the fit back (H303; the tiny probe drops dropout but keeps weight decay) and an optimizer that adam
-    clearly beats (H307; the tiny probe uses the configured one)."""
-    out: list[Finding] = []
-    try:
-        from . import hyper
-    except Exception:   # the step 3 module is optional here
-        return out
-    for code, cond, fn in (("H303", "over_regularized", "check_over_regularized"),
-                           ("H307", "adam_clearly_better", "check_optimizer_choice")):
-        try:
-            if getattr(hyper, cond)(ctx) is not None:
-                out += [f for f in as_list(getattr(hyper, fn)(ctx)) if f.code == code][:1]
-        except Exception:
-            continue
-    return out
+# ---- G409 ------------------------------------------------------------------------------------
+
+@check("G409")
+def check_probe_crashed(ctx: ProbeContext) -> Finding | None:
+    """G409 probe-crashed: a probe raised instead of training. One finding for every crash, grouped by the
+    exception: a crash is never silence (an lr table of errors once ended "Healthy")."""
+    crashed = [(role, rec) for role, rec in ctx.records()
+               if rec.error is not None and not rec.error.startswith("out of memory")]   # OOM is R501's
+    if not crashed:
+        return None
+    role, first = crashed[0]
+    where = first.error_where or "the probe"
+    frame = f" at {first.error_frame}" if first.error_frame else ""
+    ev: dict[str, Any] = {"exception": first.error_type, "message": first.error, "where": first.error_where,
+                          "frame": first.error_frame, "probe": role,
+                          "probes_crashed": [r for r, _ in crashed], "probes_total": len(ctx.records())}
+    n, total = len(crashed), len(ctx.records())
+    scope = "every probe" if n == total else f"{n} of {total} probes"
+    user_code = spec_uses_user_code(ctx)
+    if first.error_frame and user_code:
+        fix = f"fix your code at {first.error_frame} ({where}): {first.error}"
+    elif "out of bounds" in (first.error or "") or "Target" in (first.error or ""):
+        fix = ("the targets do not fit the model's output: make the last layer's size the number of classes "
+               "and the labels 0..C-1 (see the step 1 and 2 findings)")
+    elif where == "model build":
+        fix = "the spec's model does not build with these settings: see the message"
+    else:
+        fix = f"the {where} raised: check the loss, the output layer and the targets named in the message"
+    return Finding("G409", f"{scope} crashed in the {where}{frame}: {first.error}", fix, ev)
+
+
+def spec_uses_user_code(ctx: ProbeContext) -> bool:
+    return ctx.spec.model.layers is None or bool(ctx.spec.training.step)

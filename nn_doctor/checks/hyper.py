@@ -35,6 +35,7 @@ ADAM_LR = 0.001           # H307: the optimizer the doctor tries against a strug
 ADAM_FAMILY = ("adam", "adamw")  # H307 says nothing when the configured optimizer is one of these
 CONFIGURED_COVERAGE = 0.9  # H308: the baseline probe must cover >= 90% of the configured training's steps
                           # (epochs x ceil(rows / batch)) before "still falling at the end" says anything about it
+LOWER_FACTOR = 10         # H300 with no working lr: lower the diverging lr by a decade (the seeds' descent step)
 EPOCH_FACTOR = 2          # H308: suggest twice the epochs (a probe of the longer run verifies it)
 
 
@@ -125,8 +126,11 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     far_worse = _far_worse_than_recommended(ctx)
     if res.configured_status not in ("diverged", "unstable") and far_worse is None:
         return None
-    if res.recommended is None:
-        return None   # no probed lr trains at all: the lr is not the cause; steps 1, 2 and 4 say what is
+    conf_rec = ctx.lr_records.get(res.configured)
+    if conf_rec is not None and conf_rec.initial_loss is None:
+        return None   # non-finite before the first update: no lr acted yet (G400 says what did)
+    if res.recommended is None and res.configured_status != "diverged":
+        return None   # no probed lr trains at all and the configured one did not blow up: not the lr
     if over_regularized(ctx) is not None:
         return None   # the weight decay / dropout holds it back at every lr (H303)
     conf = _summary(ctx, res.configured)
@@ -146,9 +150,12 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
         evidence["far_worse"] = {k: v for k, v in far_worse.items() if k != "best"}
     message = f"the configured lr {_lr(res.configured)} {what} in its probe (loss {_path(conf)})"
     if res.recommended is None:
-        return Finding("H300", message + "; no probed lr worked either",
-                       f"lower optimizer.lr (e.g. 10x) and look at the data, model and gradient findings: "
-                       f"{res.reason or 'no probed lr made the training loss fall'}", evidence)
+        lower = float(f"{res.configured / LOWER_FACTOR:.2g}")
+        return Finding("H300", message + "; no probed lr trained well either",
+                       f"lower optimizer.lr from {_lr(res.configured)} to {_lr(lower)} (it must at least stop "
+                       f"diverging), then look at the data, model and gradient findings: no lr in the probed "
+                       f"range made the training loss fall by {lr_search.MIN_PROGRESS:.0%}", evidence,
+                       patch={"optimizer.lr": lower})
     if res.edge is not None:
         message += f"; training breaks above ~{_lr(res.edge)}"
     shown = evidence["recommended_probe"]

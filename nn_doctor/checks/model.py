@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ModelBuildError
 from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
 from ..report import Finding
+from ..scaling import standardize_target
 from . import check
 from .context import ProbeContext
 
@@ -191,8 +192,7 @@ def training_target(ctx: ProbeContext) -> np.ndarray | None:
         return None
     y = np.asarray(ctx.arrays.y, dtype=np.float64)
     if ctx.task == "regression" and ctx.spec.data.normalize_target:
-        sd = y.std(axis=0, ddof=1, keepdims=True)
-        y = (y - y.mean(axis=0, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+        y, _ = standardize_target(y, None)
     return y
 
 

@@ -1,0 +1,227 @@
+"""The probe plan: which probes each command runs, in rounds of independent probes an executor can run side
+by side, and what their records feed in the check context. Probes only measure; the checks judge.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .catalogue import Step
+from .checks import run_checks
+from .errors import ModelBuildError
+from .session import Session, steps_per_epoch
+from .spec import Spec
+
+# ---- probe lengths and plans (each a named constant; the budget can only shorten them) --------
+LR_PROBE_STEPS = 150          # steps per lr probe: long enough for the smoothed curve to show its trend on small data
+BASELINE_MAX_STEPS = 300      # the train/validation probe: the configured epochs, capped here
+BASELINE_MIN_STEPS = 100      # ... and at least this many, so curves have a shape
+VAL_POINTS = 12               # validation evaluations along the baseline probe
+BATCH_FACTORS = (0.25, 4.0)   # batch-size probe: configured / 4 and x 4 (seeds/003: try smaller batches)
+BATCH_SAMPLES_EPOCHS = 10     # batch probes see the same number of samples: ~10 passes over the data,
+BATCH_SAMPLES_STEPS = 150     # ... or 150 steps at the configured batch, whichever is less (the cost stays bounded)
+SUBSET_ROWS = 256             # M208: the small training subset the model must be able to fit
+SUBSET_STEPS = 300
+TINY_ROWS = 10                # G407: seeds/000 Q2 "使用小规模数据测试训练流程(如仅10条样本)"
+TINY_STEPS = 200
+INIT_VARIANTS = ("default", "he", "xavier", "lecun", "orthogonal")
+PROBE_HEALTH_CODES = ["G400", "G409"]   # every probe command reports a non-finite or crashed probe
+
+
+def model_builds(s: Session) -> bool:
+    """Build once before any probe: a spec that cannot build is M200 (reported in step 2)."""
+    import torch
+    from .model import build_model, count_parameters, model_summary
+    s.ctx.model_summary = model_summary(s.spec.model)
+    try:
+        torch.manual_seed(s.seed)
+        model = build_model(s.spec.model, s.arrays.sample_shape, s.spec.base_dir)
+        with torch.no_grad():
+            out = model.eval()(torch.zeros((2,) + tuple(s.arrays.sample_shape)))
+        s.ctx.n_params = count_parameters(model)
+        s.ctx.n_outputs = int(out.shape[-1]) if out.dim() > 1 else 1
+        return True
+    except ModelBuildError as err:
+        s.ctx.build_error = err
+        s.report.step(Step.MODEL).ran = True
+        run_checks(["M200"], s.ctx, s.report, [], [])
+        for st in (Step.HYPERPARAMETERS, Step.GRADIENTS):
+            s.report.skip_step(st, "the model does not build (M200)")
+        return False
+
+
+def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
+    from . import lr_search as L
+    spec = s.spec
+    configured = str(spec.model.init)
+    names = [configured] + [v for v in INIT_VARIANTS if v != configured]
+    tasks = []
+    for name in names:
+        init = spec.model.init if name == configured else name
+        tasks.append(s.task(name, spec.with_overrides(**{"model.init": init}), f"init {name}", {"model.init": name},
+                            steps=steps or s.opts.steps or LR_PROBE_STEPS, eval_every=0, record_every=0))
+    records = {t.key: r for t, r in zip(tasks, s.run_round(tasks, "init probes")) if r.stopped != "skipped"}
+    s.ctx.init_variants = records
+    if configured in records:
+        s.ctx.init = records[configured]
+        # the configured init at the configured lr is a probe of the configured lr: H300 judges it here too
+        lr = spec.optimizer.lr
+        s.ctx.lr_records = {lr: records[configured]}
+        s.ctx.lr = L.decide(s.ctx.lr_records, [lr], lr)
+    variants = []
+    for name, rec in records.items():
+        layers = [{"layer": layer, "act_std": st.get("act_std"), "grad_norm": st.get("grad_norm")}
+                  for layer, st in rec.init_layers.items() if rec.layer_kinds.get(layer) in ("linear", "conv", "recurrent")]
+        variants.append({"init": name, "configured": name == configured, "status": L.classify(rec),
+                         "initial_loss": rec.initial_loss, "final_loss": rec.final_loss, "layers": layers})
+    ok = [v for v in variants if v["final_loss"] is not None and v["status"] != "diverged"]
+    best = min(ok, key=lambda v: v["final_loss"]) if ok else None
+    conf = next((v for v in variants if v["configured"]), None)
+    out = {"variants": variants, "best": best["init"] if best else None, "configured": configured,
+           "lr": spec.optimizer.lr, "steps_per_probe": steps or s.opts.steps or LR_PROBE_STEPS}
+    if best and conf:
+        if conf["final_loss"] is None:
+            out["comparison"] = f"{best['init']} trains to loss {best['final_loss']:.3g}; the configured init {configured} diverged"
+        elif best["init"] != configured:
+            out["comparison"] = (f"{best['init']} trains to loss {best['final_loss']:.3g} vs {conf['final_loss']:.3g} "
+                                 f"with the configured {configured} ({conf['final_loss'] / max(best['final_loss'], 1e-12):.1f}x lower)")
+        else:
+            out["comparison"] = f"the configured init {configured} trains best (loss {conf['final_loss']:.3g})"
+    s.report.probes["init"] = out
+    return out
+
+
+def run_probes(s: Session) -> None:
+    """Every probe the enabled checks need (checks.PROBES_NEEDED), in rounds of independent probes."""
+    from . import lr_search as L
+    from .checks import probes_needed
+    spec, ctx, arrays = s.spec, s.ctx, s.arrays
+    need = probes_needed(s.select, s.ignore)
+    n = len(arrays.X)
+    spe = steps_per_epoch(spec, n)
+    base_steps = int(min(BASELINE_MAX_STEPS, max(BASELINE_MIN_STEPS, spec.training.epochs * spe)))
+    eval_every = max(1, base_steps // VAL_POINTS)
+    bs = min(spec.training.batch_size, n)
+
+    # The baseline (configured spec: curves, gradients, init stats) and the probes that depend on nothing
+    # else: batch sizes, regularisation, optimizer comparison. They run in the lr decades' round.
+    r1 = [s.task("baseline", spec, "baseline (configured spec)", steps=base_steps, eval_every=eval_every,
+                 record_every=max(1, base_steps // 10))] if "baseline" in need else []
+    samples = min(BATCH_SAMPLES_EPOCHS * n, BATCH_SAMPLES_STEPS * bs)
+    for factor in ((1.0,) + BATCH_FACTORS) if "batch" in need else ():
+        b = int(max(8, min(n, round(bs * factor))))
+        if factor != 1.0 and b == bs:
+            continue
+        steps = int(max(20, round(samples / b)))
+        r1.append(s.task(("batch", b), spec.with_overrides(**{"training.batch_size": b}), f"batch {b}",
+                         {"training.batch_size": b}, steps=steps, batch_size=b, eval_every=max(1, steps // 5),
+                         record_every=0, instrument=False))
+    weaker = weaker_regularization(spec) if "regularization" in need else None
+    if weaker:
+        r1.append(s.task(("reg", "weaker"), spec.with_overrides(**weaker), "weaker regularisation", weaker,
+                         steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
+    if spec.optimizer.name == "sgd" and "optimizer" in need:
+        adam = {"optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0}
+        r1.append(s.task(("opt", "adam"), spec.with_overrides(**adam), "optimizer adam", adam,
+                         steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
+    if "extra" in need:   # warmup, bf16 / loss scaling, norm-bias decay counterfactuals (transformer_probes.py)
+        from .transformer_probes import extra_tasks
+        r1 += extra_tasks(s, base_steps, eval_every)
+
+    def keep(t, rec) -> None:
+        if rec.stopped == "skipped":
+            return
+        if t.key[0] == "extra":
+            ctx.extra[t.key[1]] = rec
+        elif t.key == "baseline":
+            ctx.baseline = ctx.init = rec
+            ctx.regularization["configured"] = rec
+            ctx.optimizers["configured"] = rec
+        elif t.key[0] == "batch":
+            ctx.batch[t.key[1]] = rec
+        elif t.key[0] == "reg":
+            ctx.regularization["weaker"] = rec
+        elif t.key[0] == "opt":
+            ctx.optimizers["adam"] = rec
+
+    # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another).
+    if "lr" in need:
+        lr = L.run_search(s, alongside=r1, on_alongside=keep)
+    else:
+        lr = None
+        for t, rec in zip(r1, s.run_round(r1, "probes: baseline, batch sizes, regularisation")):
+            keep(t, rec)
+    if ctx.baseline is not None and "configured" not in ctx.optimizers:
+        ctx.optimizers["configured"] = ctx.baseline
+    # Round 5: a working lr for the capacity and tiny-batch tests: the recommendation, else the configured lr.
+    ctx.working_lr = (lr.recommended if lr is not None else None) or spec.optimizer.lr
+    working = spec.with_overrides(**{"optimizer.lr": ctx.working_lr})
+    r5 = []
+    if "subset" in need:
+        r5.append(s.task("subset", working, f"fit {min(SUBSET_ROWS, n)} rows", {"optimizer.lr": ctx.working_lr},
+                         steps=SUBSET_STEPS, subset=SUBSET_ROWS, eval_every=0, record_every=0, instrument=False))
+    if "tiny" in need:
+        r5.append(s.task("tiny", no_dropout(working), f"overfit {TINY_ROWS} rows", {"optimizer.lr": ctx.working_lr},
+                         steps=TINY_STEPS, subset=TINY_ROWS, batch_size=TINY_ROWS, eval_every=0, record_every=0,
+                         instrument=False))
+    for t, rec in zip(r5, s.run_round(r5, "probes: capacity and tiny batch")):
+        if rec.stopped != "skipped":
+            setattr(ctx, "subset_fit" if t.key == "subset" else "tiny", rec)
+
+
+def weaker_regularization(spec: Spec) -> dict[str, Any] | None:
+    """Weight decay and dropout set to zero (the probe for H303); None when neither is set."""
+    changes: dict[str, Any] = {}
+    if spec.optimizer.weight_decay > 0:
+        changes["optimizer.weight_decay"] = 0.0
+    if spec.model.layers and any(l.type.startswith("dropout") and (l.kwargs.get("p", 0.5) > 0)
+                                 for l in spec.model.layers):
+        changes["model.layers"] = [
+            {**l.model_dump(exclude_none=True), "p": 0.0} if l.type.startswith("dropout") else l.model_dump(exclude_none=True)
+            for l in spec.model.layers]
+    return changes or None
+
+
+def no_dropout(spec: Spec) -> Spec:
+    """The tiny-batch test measures whether the model can memorise; dropout and weight decay would only
+    hold it back."""
+    if spec.optimizer.weight_decay:
+        spec = spec.with_overrides(**{"optimizer.weight_decay": 0.0})
+    if not spec.model.layers or not any(l.type.startswith("dropout") for l in spec.model.layers):
+        return spec
+    return spec.with_overrides(**{"model.layers": [l.model_dump(exclude_none=True) for l in spec.model.layers
+                                                   if not l.type.startswith("dropout")]})
+
+
+# ---- step 5: resources -------------------------------------------------------------------------------
+
+def resources(s: Session) -> None:
+    """Memory and throughput facts for R501-R503; on CUDA, the configured batch is tried for real and an
+    out-of-memory is caught, the memory freed, and the largest batch that fits found by bisection."""
+    from .checks import probes_needed
+    from .probe import memory_probe
+    ctx, spec = s.ctx, s.spec
+    bs = spec.training.batch_size
+    if "memory" not in probes_needed(s.select, s.ignore):
+        ctx.env = dict(s.report.environment)
+        return
+    mem: dict[str, Any] = {"batch_size": bs, "device": ctx.device}
+    if s.data.device.type == "cuda":
+        res = memory_probe(spec, s.data, bs, s.seed)
+        mem.update(res)
+        if res.get("oom"):
+            lo, hi = 1, bs   # lo fits (assumed; checked), hi does not
+            if memory_probe(spec, s.data, 1, s.seed).get("oom"):
+                mem["max_batch"] = 0
+            else:
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if memory_probe(spec, s.data, mid, s.seed).get("oom"):
+                        hi = mid
+                    else:
+                        lo = mid
+                mem["max_batch"] = lo
+    else:
+        import resource
+        mem["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ctx.memory = mem
+    ctx.env = dict(s.report.environment)

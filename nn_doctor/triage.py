@@ -1,0 +1,19 @@
+"""Causes before symptoms: one pass over a report's findings, after every check has run.
+
+The catalogue's EXPLAINED_BY table says which codes can explain which. A finding is a symptom when one of
+its possible causes was found at warning or error level; it keeps its severity and stays listed (nothing is
+hidden), it names its causes in `explained_by`, and it never becomes the first fix (report.first_fix_finding).
+Checks never look at one another's results for this: only this pass links them.
+"""
+from __future__ import annotations
+
+from .catalogue import CATALOGUE, Severity
+from .report import Finding
+
+
+def triage(findings: list[Finding]) -> list[Finding]:
+    """Set `explained_by` on every finding whose cause was found; return the findings that are causes."""
+    present = {f.code for f in findings if f.severity.rank >= Severity.WARNING.rank}
+    for f in findings:
+        f.explained_by = [c for c in CATALOGUE[f.code].explained_by if c in present and c != f.code]
+    return [f for f in findings if not f.explained_by]
