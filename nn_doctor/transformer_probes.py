@@ -3,7 +3,8 @@
 
 - "warmup": the configured spec with an lr warmup, when Adam/AdamW trains a transformer without one (H309);
 - "bf16" / "grad_scaler": training.precision fp16 with bf16 instead, and with loss scaling when it is off (G410);
-- "no_decay_norm_bias": weight decay kept off norm gains and biases (nanoGPT's rule), when it is on them (H311).
+- "no_decay_norm_bias": weight decay kept off norm gains and biases (nanoGPT's rule), when it is on them and
+  the model has norm layers (H311).
 
 Each probe is the baseline's length and cadence with one change; the checks in checks/transformers.py compare
 it with the baseline. Records land in ProbeContext.extra under these names.
@@ -24,6 +25,13 @@ def has_attention(spec) -> bool:
     return bool(spec.model.layers) and any(l.type == "transformer_encoder" for l in spec.model.layers)
 
 
+def has_norm(spec) -> bool:
+    """A layers: model with norm layers (a transformer_encoder has its own): where decaying the gains matters."""
+    from .model import model_summary
+    summary = model_summary(spec.model)
+    return bool(summary and summary["has_norm"])
+
+
 def plans(spec, base_steps: int) -> list[tuple[str, dict[str, Any]]]:
     """(name, overrides) of the extra probes this spec needs."""
     out: list[tuple[str, dict[str, Any]]] = []
@@ -36,7 +44,7 @@ def plans(spec, base_steps: int) -> list[tuple[str, dict[str, Any]]]:
         out.append(("bf16", {"training.precision": "bf16"}))
         if not spec.training.loss_scaling:
             out.append(("grad_scaler", {"training.grad_scaler": True}))
-    if opt.weight_decay > 0 and opt.decay_norm_bias:
+    if opt.weight_decay > 0 and opt.decay_norm_bias and has_norm(spec):
         out.append(("no_decay_norm_bias", {"optimizer.decay_norm_bias": False}))
     return out
 
