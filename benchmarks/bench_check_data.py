@@ -20,7 +20,7 @@ One run measures:
 Goals: checks <= 0.5 x read time; peak <= 3 x the frame's own size.
 
 Both sides use the cores: pyarrow parses on every core, the checks run their chunked passes on
-nn_doctor.checks.data.WORKERS threads (at most 8). Timings are the best of --repeat runs, wall and CPU.
+nn_doctor.data_stats.WORKERS threads (at most 8). Timings are the best of --repeat runs, wall and CPU.
 The RSS high-water mark also counts what reading left behind (Arrow buffers, the split's copies) and,
 with threads, glibc's per-thread malloc arenas, so it is an upper bound on what the checks need.
 """

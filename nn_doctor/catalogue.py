@@ -8,7 +8,6 @@ texts follow ../shared/spec/findings.md. No torch import here: `explain` and
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
@@ -47,9 +46,6 @@ class Severity(str, Enum):
     @property
     def rank(self) -> int:
         return {"info": 0, "warning": 1, "error": 2}[self.value]
-
-
-CODE_PATTERN = re.compile(r"^[DMHGR][1-5]\d\d$")
 
 
 @dataclass(frozen=True)

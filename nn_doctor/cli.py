@@ -49,6 +49,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 FORMAT = typer.Option(Fmt.text, "--format", "-f", help="Report format on stdout.")
 OUTPUT = typer.Option(None, "--output", "-o", help="Also write the report (in --format) to this file.")
 JUNIT = typer.Option(None, "--junit-xml", help="Write a JUnit XML file: one test case per check, failures at --fail-on.")
+HTML = typer.Option(None, "--html", help="Also write a self-contained HTML report with plots to this file "
+                                         "(needs matplotlib: pip install 'nn-doctor[html]').")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding is at or above this severity.")
 SELECT = typer.Option(None, "--select", help="Only these codes or prefixes, comma-separated (D1,G403).")
 IGNORE = typer.Option(None, "--ignore", help="Skip these codes or prefixes, comma-separated.")
@@ -76,7 +78,8 @@ def _options(**kw):
     return Options(select=select, ignore=ignore, progress=not quiet and sys.stderr.isatty(), **kw)
 
 
-def _emit(report, fmt: Fmt, output: Optional[Path], junit: Optional[Path], fail_on: FailOn, verbose: bool) -> None:
+def _emit(report, fmt: Fmt, output: Optional[Path], junit: Optional[Path], fail_on: FailOn, verbose: bool,
+          html: Optional[Path] = None) -> None:
     from .render import render, render_junit
     color = fmt == Fmt.text and sys.stdout.isatty()
     text = render(report, fmt.value, color=color, verbose=verbose)
@@ -87,14 +90,30 @@ def _emit(report, fmt: Fmt, output: Optional[Path], junit: Optional[Path], fail_
             Path(output).write_text(plain if plain.endswith("\n") else plain + "\n", encoding="utf-8")
         if junit:
             Path(junit).write_text(render_junit(report, fail_on.value), encoding="utf-8")
+        if html:
+            from .render_html import render_html   # imports matplotlib: only when --html is given
+            Path(html).write_text(render_html(report), encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot write {err.filename}: {err.strerror}") from None
     raise typer.Exit(report.exit_code(fail_on.value))
 
 
-def _run(build, fmt, output, junit, fail_on, verbose) -> None:
+def _check_html(html: Optional[Path]) -> None:
+    """--html needs matplotlib: say so before any work, not after minutes of probes."""
+    if html is None:
+        return
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--html needs matplotlib, which is not installed: pip install 'nn-doctor[html]' "
+                         "(or pip install matplotlib)")
+    if Path(html).is_dir():
+        raise UsageError(f"--html {html}: is a directory; give a file name such as report.html")
+
+
+def _run(build, fmt, output, junit, fail_on, verbose, html: Optional[Path] = None) -> None:
     """Run a command body; map errors to exit codes with one line on stderr, never a traceback."""
     try:
+        _check_html(html)
         report = build()
     except UsageError as err:
         typer.echo(f"nn-doctor: error: {err}", err=True)
@@ -103,7 +122,7 @@ def _run(build, fmt, output, junit, fail_on, verbose) -> None:
         typer.echo("nn-doctor: interrupted before anything could be reported", err=True)
         raise typer.Exit(130)
     try:
-        _emit(report, fmt, output, junit, fail_on, verbose)
+        _emit(report, fmt, output, junit, fail_on, verbose, html)
     except UsageError as err:
         typer.echo(f"nn-doctor: error: {err}", err=True)
         raise typer.Exit(2)
@@ -118,6 +137,7 @@ def check_data(
     val: Optional[str] = typer.Option(None, "--val", help="A separate validation file."),
     seed: Optional[int] = SEED,
     fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    html: Optional[Path] = HTML,
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
@@ -129,7 +149,7 @@ def check_data(
             raise UsageError("pass a data file (nn-doctor check-data data.csv --target label) or --config SPEC")
         return run(_options(config=config, data=data, target=target, task=task, val=val, seed=seed,
                             select=select, ignore=ignore, quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
 
 
 def _check_task(task: Optional[str]) -> None:
@@ -148,6 +168,7 @@ def probe_lr(
     budget: Optional[float] = BUDGET, executor: str = EXECUTOR, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_probe: Optional[float] = GPUS_PER_PROBE,
     fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    html: Optional[Path] = HTML,
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
@@ -158,7 +179,7 @@ def probe_lr(
                             data=data, target=target, device=device, seed=seed, budget=budget, executor=executor,
                             ray_address=ray_address, gpus_per_probe=gpus_per_probe, select=select, ignore=ignore,
                             quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
 
 
 @app.command("probe-init")
@@ -170,6 +191,7 @@ def probe_init(
     budget: Optional[float] = BUDGET, executor: str = EXECUTOR, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_probe: Optional[float] = GPUS_PER_PROBE,
     fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    html: Optional[Path] = HTML,
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
@@ -179,7 +201,7 @@ def probe_init(
         return run(_options(config=config, steps=steps, lr=lr, batch_size=batch_size, data=data, target=target,
                             device=device, seed=seed, budget=budget, executor=executor, ray_address=ray_address,
                             gpus_per_probe=gpus_per_probe, select=select, ignore=ignore, quiet=quiet))
-    _run(build, fmt, output, junit_xml, fail_on, verbose)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
 
 
 @app.command("full-report")
@@ -191,6 +213,7 @@ def full_report(
     budget: Optional[float] = BUDGET, executor: str = EXECUTOR, ray_address: Optional[str] = RAY_ADDRESS,
     gpus_per_probe: Optional[float] = GPUS_PER_PROBE,
     fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    html: Optional[Path] = HTML,
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
@@ -203,7 +226,7 @@ def full_report(
                             target=target, device=device, seed=seed, budget=budget, executor=executor,
                             ray_address=ray_address, gpus_per_probe=gpus_per_probe, select=select, ignore=ignore,
                             quiet=quiet), example=example)
-    _run(build, fmt, output, junit_xml, fail_on, verbose)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
 
 
 @app.command("check-curves")
@@ -213,6 +236,7 @@ def check_curves(
     val_col: Optional[str] = typer.Option(None, "--val-col", help="The validation-loss column (default: detected)."),
     step_col: Optional[str] = typer.Option(None, "--step-col", help="The step/epoch column (default: detected)."),
     fmt: Fmt = FORMAT, output: Optional[Path] = OUTPUT, junit_xml: Optional[Path] = JUNIT,
+    html: Optional[Path] = HTML,
     fail_on: FailOn = FAIL_ON, select: Optional[str] = SELECT, ignore: Optional[str] = IGNORE,
     quiet: bool = QUIET, verbose: bool = VERBOSE,
 ) -> None:
@@ -221,7 +245,7 @@ def check_curves(
         from .catalogue import parse_codes
         from .curve_report import check_curves as run
         return run(log, train_col, val_col, step_col, select=parse_codes(select), ignore=parse_codes(ignore))
-    _run(build, fmt, output, junit_xml, fail_on, verbose)
+    _run(build, fmt, output, junit_xml, fail_on, verbose, html)
 
 
 @app.command("explain")

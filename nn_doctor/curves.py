@@ -36,8 +36,13 @@ The rules, in order (the first that matches decides):
 `still_falling` (H308) is separate: the training curve's last quarter (Theil-Sen slope x its span)
 still makes >= STILL_FALLING_FRACTION of its total drop.
 
-`read_curve_log` reads the CSV logs of Lightning's and Keras' CSVLogger so `nn-doctor check-curves`
-runs the same classification on a user's real training. No torch import here.
+A sixth pattern, "prior-collapse", is not the curves' to decide: a run whose loss fell (pattern 1 by
+its trends) but ended no lower than PRIOR_MARGIN x the loss of the best constant prediction learned
+nothing from its inputs (issue 11: unscaled wine falls 54 -> 1.09 = ln 3 while every ReLU dies). The
+H306 check names it when the record knows that reference loss (nn-doctor's own probes do).
+
+`read_curve_log` reads the CSV logs of Lightning's and Keras' CSVLogger into a CurveLog so `nn-doctor
+check-curves` runs the same checks on a user's real training. No torch import here.
 """
 from __future__ import annotations
 
@@ -64,6 +69,9 @@ RECENT_OVERFIT_DROP = 0.05  # "train keeps falling while val is flat" needs the 
                            # the training curve's start (a converged run's last 0.03 -> 0.01 is not "keeps falling")
 HIGH_LOSS_FRACTION = 0.5   # a curve still above 50% of its starting level is "high" (a flat curve there is a
                            # plateau, not convergence; H305 underfitting uses the same cut)
+PRIOR_MARGIN = 0.95        # prior-collapse: a run that does not end >= 5% below the loss of the best constant
+                           # prediction (class prior / target mean) learned nothing from the inputs (the same
+                           # margin as lr_search.REFERENCE_MARGIN, whose too-slow status it mirrors)
 STILL_FALLING_FRACTION = 0.1  # not converged: the last quarter of the run still makes >= 10% of the total drop, i.e.
                            # >= 40% of the run's average rate (an exponential approach with a time constant >= half
                            # the run)
@@ -74,7 +82,7 @@ MIN_POINTS = 2             # fewer finite points than this: no trend for that cu
 MAX_POINTS = 400           # longer curves are bin-averaged to this many points first
 
 FALLING, FLAT, RISING = "falling", "flat", "rising"
-PATTERNS = ("learning", "overfitting", "data-problem", "plateau", "diverging")
+PATTERNS = ("learning", "overfitting", "data-problem", "plateau", "diverging", "prior-collapse")
 
 # The seeds' reading of each pattern (seeds/003, the end), in English, one line each.
 SEEDS_ADVICE = {
@@ -88,9 +96,30 @@ SEEDS_ADVICE = {
                "the batch size (seeds/003 pattern 4)",
     "diverging": "the loss is rising (or non-finite): bad network structure, bad training hyperparameters, or "
                  "data that needs cleaning (seeds/003 pattern 5)",
+    "prior-collapse": "the loss fell only as far as a constant prediction (the class prior / the target mean): the "
+                      "network ignores its inputs - look at the causes named in steps 1-4 (unscaled inputs, an lr "
+                      "that kills the ReLUs, the output activation) rather than training longer",
 }
 
 Series = Sequence[tuple[float, "float | None"]]
+
+
+@dataclass
+class CurveLog:
+    """A finished run's loss curves as read from its log (the record check-curves hands the checks)."""
+
+    train: list[tuple[float, float | None]]
+    val: list[tuple[float, float | None]] | None
+    axis: str = "step"                # the x column's meaning: "step" or "epoch"
+    info: dict[str, Any] = field(default_factory=dict)   # where they came from (read_curve_log's info)
+
+    @classmethod
+    def read(cls, path: str | Path, train_col: str | None = None, val_col: str | None = None,
+             step_col: str | None = None) -> "CurveLog":
+        """read_curve_log as a record; UsageError when the log cannot be read."""
+        train, val, info = read_curve_log(path, train_col, val_col, step_col)
+        axis = "epoch" if str(info["step_col"]).lower().startswith("epoch") else "step"
+        return cls(train, val, axis, info)
 
 
 @dataclass

@@ -66,6 +66,7 @@ class Dataset:
     val_source: str = "split"         # "split (20%, stratified)" or the validation file
     n_rows_read: int = 0              # before max_rows sampling
     tokens: TokenInfo | None = None   # token data: what the spec says about the ids (None: not token data)
+    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken, ...)
 
     @property
     def n_train(self) -> int:
@@ -252,15 +253,18 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int, stratify: bool) 
 def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | None = None,
                  val_path: str | Path | None = None, val_fraction: float = 0.2, task: str | None = None,
                  max_rows: int | None = None, seed: int = 0, x_key: str = "X", y_key: str = "y",
-                 tokens: TokenInfo | None = None) -> Dataset:
+                 tokens: TokenInfo | None = None, image_size: Any = None) -> Dataset:
     path = Path(path)
     source = str(path)
     suffix = path.suffix.lower()
+    if path.is_dir():   # an image folder: one subfolder per class (data_sources.py)
+        from .data_sources import load_image_folder
+        return load_image_folder(path, val_path=val_path, val_fraction=val_fraction, task=task, max_rows=max_rows,
+                                 seed=seed, image_size=image_size)
     if suffix not in TABLE_SUFFIXES | ARRAY_SUFFIXES:
-        if path.exists() and path.is_dir():
-            raise DataError(f"data path is a directory, not a file: {path}")
         raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}' "
-                        f"(expected .csv, .tsv, .parquet, .npz or .npy)")
+                        f"(expected .csv, .tsv, .parquet, .npz or .npy, or a folder of images with one "
+                        f"subfolder per class)")
 
     def read(p: Path):
         if suffix in TABLE_SUFFIXES:
@@ -281,12 +285,8 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
     if rows is not None:
         X = X.iloc[rows] if hasattr(X, "iloc") else X[rows]
         y = y.iloc[rows] if hasattr(y, "iloc") else y[rows]
-    resolved_task = task or infer_task(y)
     kind = "table" if suffix in TABLE_SUFFIXES and tokens is None else "array"
-    ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
-                 target=tgt, n_rows_read=n_read, tokens=tokens,
-                 feature_names=[str(c) for c in X.columns] if kind == "table" else
-                 [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
+    val = None
     if val_path is not None:
         vpath = Path(val_path)
         if vpath.suffix.lower() != suffix:
@@ -295,12 +295,32 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
         if tokens is not None and Xv.shape[1] != X.shape[1]:   # token sequences: pad to the common length
             width = max(Xv.shape[1], X.shape[1])
             X, Xv = _pad_to(X, width, tokens), _pad_to(Xv, width, tokens)
-            ds.X = X
         if kind == "table" and list(Xv.columns) != list(X.columns):
             raise DataError(f"{vpath}: columns differ from {path}")
+        val = (Xv, yv, str(vpath))
+    ds = build_dataset(X, y, source=source, kind=kind, target=tgt, n_rows_read=n_read, task=task, val=val,
+                       val_fraction=val_fraction, seed=seed)
+    if tokens is not None:
+        ds.tokens = tokens
+        _infer_vocab(ds)
+    return ds
+
+
+def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], n_rows_read: int,
+                  task: str | None, val: tuple[Any, Any, str] | None, val_fraction: float, seed: int,
+                  notes: list[str] | None = None) -> Dataset:
+    """A Dataset from what was read: the task inferred unless given, and a validation part, either `val`
+    (X, y, where it came from) or a seeded split of `val_fraction` (stratified for class labels)."""
+    resolved_task = task or infer_task(y)
+    ds = Dataset(source=source, kind=kind, X=X, y=y, task=resolved_task, task_inferred=task is None,
+                 target=target, n_rows_read=n_rows_read, notes=list(notes or []),
+                 feature_names=[str(c) for c in X.columns] if kind == "table" else
+                 [f"x{i}" for i in range(int(np.prod(X.shape[1:])))])
+    if val is not None:
+        Xv, yv, vsource = val
         if kind == "array" and Xv.shape[1:] != X.shape[1:]:
-            raise DataError(f"{vpath}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
-        ds.X_val, ds.y_val, ds.val_source = Xv, yv, str(vpath)
+            raise DataError(f"{vsource}: X shape {Xv.shape[1:]} differs from {X.shape[1:]}")
+        ds.X_val, ds.y_val, ds.val_source = Xv, yv, vsource
     elif val_fraction > 0 and len(y) >= 10:
         y_arr = np.asarray(y) if kind == "array" or isinstance(y, pd.Series) else np.asarray(y)
         stratify = resolved_task in ("classification", "binary") and y_arr.ndim == 1
@@ -313,8 +333,6 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
         ds.X, ds.X_val = take(X, tr), take(X, va)
         ds.y, ds.y_val = take(y, tr) if hasattr(y, "iloc") else y[tr], take(y, va) if hasattr(y, "iloc") else y[va]
         ds.val_source = f"split ({val_fraction:.0%}{', stratified' if stratify else ''}, seed {seed})"
-    if tokens is not None:
-        _infer_vocab(ds)
     return ds
 
 
@@ -390,9 +408,13 @@ def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, va
     """The spec's data section with command-line overrides (paths relative to the spec file)."""
     from .spec import resolve_path
     d = spec.data
+    if d.dataset and not data_path:   # the user's own Dataset (data_sources.py)
+        from .data_sources import load_user_dataset
+        return load_user_dataset(spec, task=task or spec.task, seed=spec.training.seed if seed is None else seed)
     path = Path(data_path) if data_path else resolve_path(spec, d.path)
     if path is None:
-        raise DataError("no data: set data.path in the spec or pass the data file")
+        raise DataError("no data: set data.path (a file or an image folder) or data.dataset in the spec, "
+                        "or pass the data file")
     vpath = Path(val_path) if val_path else resolve_path(spec, d.val_path)
     tgt = target if target is not None else d.target
     if isinstance(tgt, str) and tgt.endswith(".npy") and not Path(tgt).is_absolute() and not data_path:
@@ -400,7 +422,7 @@ def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, va
     return load_dataset(path, tgt, features=d.features, val_path=vpath, val_fraction=d.val_fraction,
                         task=task or spec.task, max_rows=d.max_rows,
                         seed=spec.training.seed if seed is None else seed, x_key=d.x_key, y_key=d.y_key,
-                        tokens=token_info_from_spec(spec))
+                        tokens=token_info_from_spec(spec), image_size=d.image_size)
 
 
 # ---- numeric arrays for the probes -------------------------------------------------------------

@@ -16,7 +16,8 @@ from .data import Dataset
 from .errors import DataError, ModelBuildError, UsageError
 from .plan import INIT_VARIANTS, LR_PROBE_STEPS, PROBE_HEALTH_CODES, init_variants, model_builds, resources, \
     run_probes
-from .report import Finding, Report
+from .report import Report
+from .series import record_series
 from .session import Options, Session, display_path, steps_per_epoch
 from .spec import Spec
 
@@ -118,10 +119,9 @@ def full_report(opts: Options, example: bool = False) -> Report:
     try:
         ds = s.load_data(spec)
     except DataError as err:
-        s.report.mark_checked("D100")
-        s.report.add(Finding("D100", str(err), "fix the data path or the file named in the message",
-                             {"path": str(spec.data.path)}))
-        s.report.inputs.setdefault("data", str(spec.data.path))
+        from .checks.data import UnreadableData
+        run_checks(["D100"], UnreadableData(str(err), str(spec.data.path or spec.data.dataset)), s.report, [], [])
+        s.report.inputs.setdefault("data", str(spec.data.path or spec.data.dataset))
         _static_model_checks_without_data(s)
         for st in (Step.HYPERPARAMETERS, Step.GRADIENTS, Step.RESOURCES):
             s.report.skip_step(st, "the data could not be read (D100)")
@@ -161,6 +161,7 @@ def diagnose(s: Session, step_fn: Any = None) -> None:
         s.report.skip_step(Step.RESOURCES, "the model does not build (M200)")
         return
     run_probes(s)
+    record_series(s.report, s.ctx)
     from .checks import probes_needed
     if step_fn is not None and "user_step" in probes_needed(s.select, s.ignore):
         from .user_step import diagnose_step

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from .probe import ProbeRecord
@@ -43,8 +44,31 @@ LOWEST_LR = 1e-6        # H310: below --min-lr the search goes on by decades dow
                         # (fine-tuning lrs: 1e-5..5e-5 for BERT (Devlin et al.), down to 1e-6 for large models)
 CURVE_POINTS = 40       # points kept of each smoothed curve for the report's chart
 
-WORKING = "converging"
-FAILING = ("diverged", "unstable", "too-slow", "error")
+
+
+class LrStatus(str, Enum):
+    """What one lr probe did (the module docstring gives the rules). A str Enum: the JSON keeps the plain
+    strings ("diverged", ...), and a status compares equal to its string."""
+
+    DIVERGED = "diverged"
+    UNSTABLE = "unstable"
+    CONVERGING = "converging"
+    TOO_SLOW = "too-slow"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__   # hashes as its string too, so "diverged" in {LrStatus.DIVERGED} holds
+
+    @property
+    def breaks_training(self) -> bool:
+        """Diverged or oscillating: the lr is too high (H300)."""
+        return self in BREAKS_TRAINING
+
+
+BREAKS_TRAINING = frozenset({LrStatus.DIVERGED, LrStatus.UNSTABLE})
+WORKING = LrStatus.CONVERGING
 
 
 def decades(max_lr: float, min_lr: float) -> list[float]:
@@ -60,13 +84,13 @@ def bisect_points(fail_lr: float, ok_lr: float, n: int = BISECT_POINTS) -> list[
     return [float(f"{10 ** (hi - (hi - lo) * k / (n + 1)):.3g}") for k in range(1, n + 1)]
 
 
-def classify(rec: ProbeRecord) -> str:
+def classify(rec: ProbeRecord) -> LrStatus:
     if rec.error is not None:
-        return "error"
+        return LrStatus.ERROR
     if rec.stopped in ("non-finite", "diverged") or rec.final_loss is None or rec.initial_loss is None:
-        return "diverged"
+        return LrStatus.DIVERGED
     if rec.final_loss > rec.initial_loss * (1 + RISE_MARGIN):
-        return "diverged"
+        return LrStatus.DIVERGED
     sm = [v for v in rec.smoothed() if v is not None]
     progress = (rec.initial_loss - rec.final_loss) / max(abs(rec.initial_loss), 1e-12)
     start = int(len(sm) * SETTLE_FRACTION)
@@ -83,12 +107,12 @@ def classify(rec: ProbeRecord) -> str:
         ref = rec.initial_loss
         made = ref - min(tail)
         if made >= MIN_PROGRESS * abs(ref) and worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(ref):
-            return "unstable"
+            return LrStatus.UNSTABLE
     if rec.reference_loss is not None and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
         # fell from a bad start only as far as a constant prediction would: nothing learned from the inputs
         # (measured: unscaled wine at lr 1e-2..2e-3 falls 54 -> 1.086 = ln 3 as its ReLUs die)
-        return "too-slow"
-    return WORKING if progress >= MIN_PROGRESS else "too-slow"
+        return LrStatus.TOO_SLOW
+    return WORKING if progress >= MIN_PROGRESS else LrStatus.TOO_SLOW
 
 
 @dataclass
@@ -99,7 +123,7 @@ class LrResult:
     reason: str | None = None
     edge: float | None = None               # lowest failing lr above the working ones
     configured: float | None = None
-    configured_status: str | None = None
+    configured_status: LrStatus | None = None
     plateau: list[float] = field(default_factory=list)   # the working lrs within noise of the best
     extended_below: list[float] = field(default_factory=list)   # decades probed below --min-lr (extend_below)
     min_lr: float | None = None             # the search's --min-lr
@@ -114,11 +138,11 @@ class LrResult:
         return d
 
 
-def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
+def summarize(lr: float, rec: ProbeRecord, status: LrStatus) -> dict[str, Any]:
     sm = rec.smoothed()
     step = max(1, math.ceil(len(sm) / CURVE_POINTS))
     finite = [v for v in sm if v is not None]
-    diverged = status == "diverged"
+    diverged = status == LrStatus.DIVERGED
     return {"lr": lr, "status": status, "initial_loss": rec.initial_loss,
             # a diverged probe has no meaningful final loss (report.md: null); where it stopped is kept
             "final_loss": None if diverged else rec.final_loss,
@@ -126,14 +150,14 @@ def summarize(lr: float, rec: ProbeRecord, status: str) -> dict[str, Any]:
             "reference_loss": rec.reference_loss,
             "best_loss": min(finite, default=None),
             "final_val_loss": rec.final_val_loss, "steps": rec.steps_run, "stopped": rec.stopped,
-            "error": rec.error, "curve": sm[::step]}
+            "error": rec.error, "curve": sm[::step], "curve_every": step}
 
 
 def _fmt(lr: float) -> str:
     return f"{lr:.2g}"
 
 
-def first_working(statuses: dict[float, str], lrs: list[float]) -> float | None:
+def first_working(statuses: dict[float, LrStatus], lrs: list[float]) -> float | None:
     """The seeds' descent: from the top, the first lr whose probe works."""
     for lr in lrs:
         if statuses.get(lr) == WORKING:
@@ -154,12 +178,12 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
         kinds = sorted(set(statuses.values()))
         res.reason = (f"no probed lr in [{min(decade_lrs):g}, {max(decade_lrs):g}] made the training loss fall by "
                       f"{MIN_PROGRESS:.0%} (statuses: {', '.join(kinds)})")
-        if res.configured_status == "diverged":
+        if res.configured_status == LrStatus.DIVERGED:
             res.reason += "; the configured lr diverges: lower it, and look at the other steps for the rest"
         else:
             res.reason += "; the problem is probably not the lr - see the other steps"
         return res
-    failing_above = [lr for lr, st in in_range.items() if st in ("diverged", "unstable") and lr > max(working)]
+    failing_above = [lr for lr, st in in_range.items() if st in BREAKS_TRAINING and lr > max(working)]
     res.edge = min(failing_above) if failing_above else None
     # Judged on the full-batch training loss: the low-noise signal. Validation losses of small splits
     # reorder the decades from seed to seed (wine, 36 validation rows: best lr 0.003 on one seed, 0.1 on
@@ -280,7 +304,7 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
     ok = first_working(statuses, dec)
     if ok is not None and dec.index(ok) > 0:
         above = dec[dec.index(ok) - 1]
-        if statuses.get(above) in ("diverged", "unstable", "too-slow", "error"):
+        if statuses.get(above) not in (None, WORKING):   # probed, and failing
             probe(bisect_points(above, ok), "lr probes: bisection")
     result = decide(records, dec, configured)
     if result.recommended is not None:   # an lr already probed within 5% stands for the recommendation

@@ -74,8 +74,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .catalogue import Step
 from .probe import DIVERGE_FACTOR, ProbeRecord, Instruments, ema
-from .report import Finding, Report
+from .report import Report
 
 # ---- constants ---------------------------------------------------------------------------------
 WATCH_FIRST = 10        # steps watched for NaN/Inf from the start (a bad setup overflows within a few steps:
@@ -90,19 +91,12 @@ RECORD_BUDGET = 0.02    # a recorded step may cost at most 2% of the time betwee
                         # step (the reductions are many tiny ops), so it is recorded every ~50 steps there;
                         # a conv net's record is relatively cheaper
 MAX_INTERVAL_FACTOR = 64  # ... but records stay at least every 64 x `every` steps
-INPUT_SCALED_MAX = 20.0  # an input batch with max |x| <= 20 reads as normalised inputs (standardized data
-                         # reaches ~5-10 in its tails; unscaled wine reaches 1680, raw pixels 255)
 AVERAGE_WINDOW = 10     # initial/final training loss: mean of the first/last up to 10 per-step losses (5% of
                         # the run at most)
 MAX_CURVE_STEPS = 2_000_000  # per-step losses kept (8 bytes each); longer runs keep every other value
 
-MONITOR_CODES = ["H304", "H305", "H306", "H308", "G400", "G401", "G402", "G403", "G404", "G405", "G406",
-                 "R500", "R502", "R503", "R504"]
+MONITORED_STEPS = (Step.HYPERPARAMETERS, Step.GRADIENTS, Step.RESOURCES)   # what a user's own loop can tell
 _OPT_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop"}
-
-
-def _fmt_s(s: float) -> str:
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 class Monitor:
@@ -555,7 +549,8 @@ class Monitor:
         losses = [None if math.isnan(v) or math.isinf(v) else v for v in self._losses]
         stride = self._stride
         rec = ProbeRecord(name="monitor", settings={"every": self.every, "record_interval": self._interval,
-                                                    "loss_stride": stride, "source": "monitor"},
+                                                    "loss_stride": stride, "source": "monitor",
+                                                    **self._observed_settings()},
                           overrides={}, device=str(self._device or "cpu"))
         rec.losses = losses
         # the curve classifier reads per-step losses against validation steps: in units of kept steps
@@ -590,9 +585,22 @@ class Monitor:
             rec.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self._device))
         return rec
 
+    def _observed_settings(self) -> dict[str, Any]:
+        """What the Monitor saw of the run's settings: the optimizer's name, lr, momentum and weight decay
+        (first parameter group), the batch size and the largest |x| of the first recorded input batch."""
+        out: dict[str, Any] = {"batch_size": self._batch_size, "input_abs_max": self._input_abs_max,
+                               "name": None, "lr": None, "momentum": None, "weight_decay": None, "grad_clip": None}
+        opt = self.optimizer
+        if opt is not None and opt.param_groups:
+            g = opt.param_groups[0]
+            out["name"] = _OPT_NAMES.get(type(opt).__name__, type(opt).__name__.lower())
+            for key in ("lr", "momentum", "weight_decay"):
+                v = g.get(key)
+                out[key] = float(v) if isinstance(v, (int, float)) else None
+        return out
+
     def context(self, rec: ProbeRecord | None = None):
-        """A ProbeContext for the checks: the run as the baseline record and a minimal spec describing the
-        user's model (class), optimizer (name, lr, momentum, weight decay) and batch size."""
+        """A ProbeContext for the checks: the run as the baseline record (source "monitor", no spec)."""
         from .checks.context import ProbeContext
         rec = rec or self.record()
         dev = str(self._device or "cpu")
@@ -606,34 +614,8 @@ class Monitor:
                 mem["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             except ImportError:   # Windows
                 pass
-        return ProbeContext(spec=self.spec(), device=dev, baseline=rec, init=rec, n_params=rec.n_params,
-                            memory=mem, env=self._env(), source="monitor")
-
-    def spec(self):
-        """A Spec that describes what the Monitor saw (it is not validated against a YAML file: the loss is
-        unknown to the Monitor, so its name is 'unknown')."""
-        from .spec import DataSpec, LossSpec, ModelSpec, OptimizerSpec, Spec, TrainingSpec
-        cls = type(self.model)
-        model = ModelSpec.model_validate({"class": f"{cls.__module__}:{cls.__qualname__}"})
-        opt = self.optimizer
-        if opt is not None:
-            g = opt.param_groups[0]
-            lr = float(g.get("lr", 1e-3))
-            mom = g.get("momentum", 0.0) or 0.0
-            kw = {"lr": lr if lr > 0 else 1e-3, "momentum": float(mom) if 0 <= float(mom) < 1 else 0.0,
-                  "weight_decay": float(g.get("weight_decay", 0.0) or 0.0)}
-            name = _OPT_NAMES.get(type(opt).__name__)
-            optim = OptimizerSpec(name=name, **kw) if name else \
-                OptimizerSpec.model_construct(name=type(opt).__name__.lower(), grad_clip=None, **kw)
-        else:
-            optim = OptimizerSpec.model_construct(name="unknown", lr=math.nan, momentum=0.0, weight_decay=0.0,
-                                                  grad_clip=None)
-        scaled = self._input_abs_max is not None and self._input_abs_max <= INPUT_SCALED_MAX
-        data = DataSpec(normalize="standardize" if scaled or self._input_abs_max is None else "none")
-        loss = LossSpec.model_construct(name="unknown", class_weights=None, label_smoothing=0.0)
-        training = TrainingSpec(batch_size=self._batch_size or 1, epochs=1)
-        return Spec.model_construct(task=None, data=data, model=model, loss=loss, optimizer=optim,
-                                    training=training, base_dir=None)
+        return ProbeContext(device=dev, baseline=rec, init=rec, n_params=rec.n_params, memory=mem, env=self._env(),
+                            source="monitor")
 
     def _env(self) -> dict[str, Any]:
         env = {"device": str(self._device or "cpu"), "python": platform.python_version(),
@@ -644,8 +626,7 @@ class Monitor:
 
     def report(self, select: list[str] | None = None, ignore: list[str] | None = None) -> Report:
         """Steps 3-5 of the checklist for the monitored run (a Report with command "monitor")."""
-        from .catalogue import Step
-        from .checks import run_checks
+        from .checks import codes_for_source, run_checks
         t0 = time.perf_counter()
         rec = self.record()
         ctx = self.context(rec)
@@ -656,17 +637,12 @@ class Monitor:
                          "steps": self._n, "validation_points": len(self._val)}
         report.environment.update(ctx.env)
         for st in Step:
-            report.step(st).ran = st in (Step.HYPERPARAMETERS, Step.GRADIENTS, Step.RESOURCES)
+            report.step(st).ran = st in MONITORED_STEPS
         select, ignore = list(select or []), list(ignore or [])
         if self._n < 2:
             for st in (Step.HYPERPARAMETERS, Step.GRADIENTS):
                 report.skip_step(st, f"the monitor saw {self._n} training step(s): call mon.step(loss) once per step")
-        found = run_checks(MONITOR_CODES, ctx, report, select, ignore)
-        self._fallbacks(ctx, rec, report, found, select, ignore)
-        for f in report.findings:   # the checks speak of probes; this is the user's run
-            f.message = f.message.replace("-step baseline probe", "-step monitored run") \
-                                 .replace("baseline probe", "monitored run").replace("probes ran on", "training ran on")
-            f.patch = None           # spec patches mean nothing for a user's own loop
+        run_checks(codes_for_source("monitor", MONITORED_STEPS), ctx, report, select, ignore)
         report.step(Step.HYPERPARAMETERS).summary = f"{self._n} steps, {len(self._val)} validation points"
         report.step(Step.GRADIENTS).summary = f"{len(self._records)} layer records (every {self._interval} steps)"
         report.probes["monitor"] = {
@@ -678,39 +654,6 @@ class Monitor:
         report.timing["report_s"] = time.perf_counter() - t0
         report.timing["monitored_s"] = rec.wall_s
         return report.finalize()
-
-    def _fallbacks(self, ctx, rec: ProbeRecord, report: Report, found: list[Finding], select, ignore) -> None:
-        """H308 and R503 for a monitored run, when the probe-oriented checks have nothing to say about it
-        (they measure against the configured training of a spec, which a user's loop does not have)."""
-        from .catalogue import enabled
-        codes = {f.code for f in found}
-        if "H308" not in codes and enabled("H308", select, ignore) and rec.ok and self._n >= 2:
-            from .checks.hyper import baseline_verdict
-            from . import curves
-            try:
-                verdict = baseline_verdict(ctx)
-            except ValueError:
-                verdict = None
-            frac = verdict.evidence["train"].get("last_quarter_drop_fraction") if verdict is not None else None
-            if verdict is not None and verdict.still_falling and verdict.pattern != "diverging":
-                report.add(Finding("H308", f"the training loss is still falling at the end of the {self._n}-step "
-                                           f"monitored run: its last quarter made {frac:.0%} of the drop",
-                                   "train longer (more epochs)",
-                                   {"pattern": verdict.pattern, "last_quarter_drop_fraction": frac,
-                                    "steps": self._n, "thresholds": {"still_falling_fraction":
-                                                                     curves.STILL_FALLING_FRACTION}}))
-        if "R503" not in codes and enabled("R503", select, ignore) and rec.step_time_s:
-            report.mark_checked("R503")
-            bs = self._batch_size
-            ev = {"step_time_ms": rec.step_time_s * 1e3, "steps": self._n, "batch_size": bs,
-                  "monitored_s": rec.wall_s, "record_interval": self._interval,
-                  "note": "median over windows of the run without a validation pass; includes the monitor's cost"}
-            rate = f" ({bs / rec.step_time_s:,.0f} samples/s)" if bs else ""
-            if bs:
-                ev["samples_per_s"] = bs / rec.step_time_s
-            report.add(Finding("R503", f"{rec.step_time_s * 1e3:.2f} ms per training step{rate} on "
-                                       f"{ctx.device}; the monitored run took {_fmt_s(rec.wall_s)} for {self._n} steps",
-                               "-", ev))
 
 
 # ---- Lightning -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from .catalogue import Step
 from .checks import run_checks
 from .errors import ModelBuildError
+from .series import smoothed_curve
 from .session import Session, steps_per_epoch
 from .spec import Spec
 
@@ -72,7 +73,8 @@ def init_variants(s: Session, steps: int | None = None) -> dict[str, Any]:
         layers = [{"layer": layer, "act_std": st.get("act_std"), "grad_norm": st.get("grad_norm")}
                   for layer, st in rec.init_layers.items() if rec.layer_kinds.get(layer) in ("linear", "conv", "recurrent")]
         variants.append({"init": name, "configured": name == configured, "status": L.classify(rec),
-                         "initial_loss": rec.initial_loss, "final_loss": rec.final_loss, "layers": layers})
+                         "initial_loss": rec.initial_loss, "final_loss": rec.final_loss, "layers": layers,
+                         "curve": smoothed_curve(rec)})
     ok = [v for v in variants if v["final_loss"] is not None and v["status"] != "diverged"]
     best = min(ok, key=lambda v: v["final_loss"]) if ok else None
     conf = next((v for v in variants if v["configured"]), None)

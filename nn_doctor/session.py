@@ -133,6 +133,7 @@ class Session:
                 raise UsageError("no data: pass a data file (or --config SPEC)")
             ds = load_dataset(o.data, o.target, val_path=o.val, task=o.task, seed=o.seed or 0)
         self.dataset = ds
+        self.report.notes.extend(ds.notes)
         self.report.inputs["data"] = display_path(ds.source)
         if ds.val_source and ds.val_source != "split":
             self.report.inputs["validation"] = display_path(ds.val_source) if os.path.exists(ds.val_source) \

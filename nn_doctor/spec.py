@@ -44,9 +44,23 @@ class DataSpec(_Strict):
     missing: Literal["keep", "drop", "median"] = "keep"
     # explicit raw label -> class index (e.g. {1: 0, 2: 1, 3: 2}); without it labels are sorted and numbered
     label_map: Optional[dict[Union[str, int, float, bool], int]] = None
+    # the user's own data: package.module:function (or :Dataset class / object), imported from the spec's folder;
+    # it returns a torch.utils.data.Dataset, or arrays/tensors (X, y)
+    dataset: Optional[str] = None
+    image_size: Optional[Union[PositiveInt, list[PositiveInt]]] = None   # image folders: resize to S x S or [H, W]
     # token data (integer sequences (N, T) in an npz, or a Parquet column of integer lists):
     vocab_size: Optional[PositiveInt] = None   # ids must lie in 0..vocab_size-1; inferred (max id + 1) when absent
     pad_id: Optional[int] = Field(None, ge=0)  # the padding id (shorter Parquet sequences are padded with it)
+
+    @model_validator(mode="after")
+    def _source(self) -> "DataSpec":
+        if self.dataset is not None and ":" not in self.dataset:
+            raise ValueError(f"data.dataset must look like package.module:function, got {self.dataset!r}")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give data.path (a file or an image folder) or data.dataset, not both")
+        if isinstance(self.image_size, list) and len(self.image_size) != 2:
+            raise ValueError(f"data.image_size: expected one size or [height, width], got {self.image_size}")
+        return self
 
 
 class LayerSpec(BaseModel):

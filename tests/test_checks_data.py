@@ -16,6 +16,7 @@ import pytest
 
 from nn_doctor.catalogue import Severity, Step
 from nn_doctor.checks import REGISTRY
+from nn_doctor import data_stats
 from nn_doctor.checks import data as D
 from nn_doctor.checks.data import DATA_CODES, DataContext, run_data_checks
 from nn_doctor.data import Dataset, load_dataset
@@ -189,9 +190,9 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
     df = pd.concat([df, df.iloc[:6]], ignore_index=True)        # 6 duplicates
     ds = load_frame(tmp_path, df, val_fraction=0)
     big = DataContext.build(ds)
-    monkeypatch.setattr(D, "CHUNK_ELEMENTS", 40)                 # 3 rows per chunk
+    monkeypatch.setattr(data_stats, "CHUNK_ELEMENTS", 40)                 # 3 rows per chunk
     small = DataContext.build(ds)
-    monkeypatch.setattr(D, "WORKERS", 1)                         # the same on one thread
+    monkeypatch.setattr(data_stats, "WORKERS", 1)                         # the same on one thread
     serial = DataContext.build(ds)
     for field in ("mean", "std", "min", "max", "n_nan", "median", "mad"):
         np.testing.assert_array_equal(getattr(serial.train_stats, field), getattr(small.train_stats, field))
@@ -200,7 +201,7 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
         np.testing.assert_allclose(getattr(small.train_stats, field), getattr(big.train_stats, field), rtol=1e-9)
     np.testing.assert_array_equal(small.row_hashes.train, big.row_hashes.train)
     assert one(run(ds, ["D110"]), "D110").evidence["duplicates"]["count"] == 6
-    monkeypatch.setattr(D, "MEDIAN_SAMPLE_ROWS", 50)             # medians from a 50-row sample
+    monkeypatch.setattr(data_stats, "MEDIAN_SAMPLE_ROWS", 50)             # medians from a 50-row sample
     sampled = DataContext.build(ds)
     assert sampled.train_sample.shape == (13, 50)
     np.testing.assert_allclose(sampled.train_stats.mean, big.train_stats.mean, rtol=1e-9)   # still every row
@@ -208,8 +209,8 @@ def test_chunking_and_sampling_do_not_change_the_numbers(tmp_path, monkeypatch):
 
 def test_statistics_are_computed_once(tmp_path, monkeypatch):
     calls = []
-    real = D._scan
-    monkeypatch.setattr(D, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = data_stats._scan
+    monkeypatch.setattr(data_stats, "_scan", lambda *a, **k: calls.append(1) or real(*a, **k))
     ds = load_dataset(SAMPLE / "wine.csv", "label")
     run(ds)
     assert len(calls) == 2                                       # one pass over train, one over validation

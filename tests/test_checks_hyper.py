@@ -328,3 +328,20 @@ def test_clearly_lower_needs_margin_and_floor():
     assert not clearly_lower(0.5, 1.0, 0.5 / CLEAR_FLOOR * 1.01)  # the floor binds at 1% past it
     assert clearly_lower(0.03, 0.06, 0.2)                         # ... unless the losses started that low
     assert not clearly_lower(None, 1.0, 1.0) and not clearly_lower(float("nan"), 1.0, 1.0)
+
+
+def test_h306_collapse_to_the_prior_is_not_learning(wine):
+    """Unscaled wine, sgd 0.01: the loss falls 90 -> 1.09 = ln 3 (the class prior's loss) while every ReLU of
+    the hidden layer dies and the balanced accuracy sits at chance. Its trends read "learning"; measured
+    against the constant predictor it is a collapse (issue 11). At lr 1e-3 the same net really learns."""
+    from nn_doctor import curves
+    collapsed = context(wine, mlp("sgd", 0.01).with_overrides(**{"data.normalize": "none"}), sweep=False)
+    b = collapsed.baseline
+    assert b.metrics["balanced_accuracy"] == pytest.approx(1 / 3, abs=0.05)
+    assert b.final_loss > curves.PRIOR_MARGIN * b.reference_loss
+    h306 = findings(collapsed)["H306"]
+    assert h306.evidence["pattern"] == "prior-collapse" and h306.evidence["learning_by_trend"]
+    assert "constant prediction" in h306.message and "constant prediction" in h306.fix
+    learning = context(wine, mlp("sgd", 1e-3).with_overrides(**{"data.normalize": "none"}), sweep=False)
+    assert findings(learning)["H306"].evidence["pattern"] == "learning"
+    assert learning.baseline.final_loss < curves.PRIOR_MARGIN * learning.baseline.reference_loss

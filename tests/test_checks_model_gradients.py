@@ -462,10 +462,10 @@ def test_G406_update_ratio_too_small_and_too_big():
 
 def _triaged(ctx: ProbeContext, codes: list[str]) -> dict[str, Finding]:
     """The codes' findings after the triage pass links each symptom to its found causes."""
-    from nn_doctor.checks import load_step
+    from nn_doctor.checks import load_checks
     from nn_doctor.triage import triage
     for letter in {c[0] for c in codes}:
-        load_step(letter)
+        load_checks(letter)
     found = [f for c in codes for f in run(c, ctx)]
     triage(found)
     return {f.code: f for f in found}

@@ -143,6 +143,12 @@ def test_diverging_loop_reports_first_nonfinite_step_and_layer(wine, watch_first
     assert report.probes["monitor"]["first_nonfinite"]["watched"] is True
     assert by_code(report)["H306"].evidence["pattern"] == "diverging"
     assert all(v is None or math.isfinite(v) for v in ev["last_finite_losses"])
+    # the user has no spec: the fixes say what to change in the code, and nothing is a spec patch
+    assert "clip_grad_norm_" in g400.fix and "standardize the inputs" in g400.fix and "(now 10)" in g400.fix
+    spec_words = ("optimizer.lr", "optimizer.grad_clip", "optimizer.weight_decay", "data.normalize", "model.layers",
+                  "model.init", "training.epochs", "training.batch_size", "training.device")
+    assert not [f.fix for f in report.findings if any(w in f.fix for w in spec_words)]
+    assert all(f.patch is None for f in report.findings)
 
 
 def test_nan_in_an_unwatched_step_is_dated_and_blamed_on_the_input(wine):

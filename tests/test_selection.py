@@ -1,5 +1,6 @@
 """The catalogue drives what runs: `--select D1` trains nothing, `--select H300` runs only the lr search
-(checks.PROBES_NEEDED, read by plan.py). Probes are counted where the executor runs them."""
+(checks.PROBES_NEEDED, derived from what each check declares, read by plan.py). Probes are counted where
+the executor runs them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 import nn_doctor.executor as executor_module
 from nn_doctor.catalogue import CATALOGUE
-from nn_doctor.checks import PROBES_NEEDED, REGISTRY, load_step
+from nn_doctor.checks import PROBES_NEEDED, REGISTRY, load_checks
 from nn_doctor.doctor import Options, full_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_select_h300_runs_only_the_lr_search(probes_run):
 
 def test_every_probe_group_named_is_one_the_planner_knows():
     for letter in "DMHGR":
-        load_step(letter)
+        load_checks(letter)
     known = {"baseline", "lr", "batch", "regularization", "optimizer", "subset", "tiny", "memory", "user_step",
              "extra"}  # extra: transformer_probes.py (warmup, bf16 / loss scaling, norm-bias decay)
     assert set(PROBES_NEEDED) <= set(CATALOGUE)

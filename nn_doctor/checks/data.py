@@ -1,47 +1,33 @@
 """Step 1 — the data checks (D100..D114), one small function per code.
 
-`DataContext` is built once from a `Dataset` and computes the statistics every check reads, once and
-vectorised: per-column count/NaN/inf/mean/std/min/max/max|x|, median and MAD, robust-z outlier counts,
-row hashes, label counts and the single-feature leakage scores. Each is a cached property, so a check
-that is deselected costs nothing and two checks that read the same numbers share them.
-
-How the features are viewed:
-
-- tables: the numeric columns (bool, string, date and category columns are D103 and left out);
-- arrays (N, F): one statistic per feature;
-- arrays (N, T, F): one statistic per feature F, pooled over the T steps;
-- arrays (N, C, H, W, ...): one statistic per channel, pooled over the pixels. Image borders are
-  constant by nature, so no per-pixel table is ever built; evidence lists at most
-  MAX_EVIDENCE_COLUMNS columns/channels.
-
-The data are read in chunks of about CHUNK_ELEMENTS values, as column-major float64 blocks (columns x
-rows), on WORKERS threads (numpy releases the GIL in its loops; the CSV reader uses every core too), so
-the memory the checks need stays a fraction of the frame's. Medians and MADs come from a seeded sample
-of at most MEDIAN_SAMPLE_ROWS rows (exact below that): the robust centre and scale of 100,000 values
-are within a fraction of a percent of the full-data ones, and the outlier counts use every row.
-D112's screen likewise runs on that sample; its decision reads every row of the screened columns.
+The statistics they read are measured once, chunked and vectorised, by nn_doctor.data_stats.DataContext
+(per-column count/NaN/inf/mean/std/min/max/max|x|, median and MAD, robust-z outlier counts, row hashes,
+label counts and the single-feature leakage scores; each a cached property, so a deselected check costs
+nothing). This module only judges them: a check reads the context and returns a Finding or None.
 
 Every threshold is a module constant with a one-line rationale; each finding puts the thresholds it
 used into `evidence["thresholds"]`.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
+
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..catalogue import Severity, Step
+from .. import data_stats
 from ..data import Dataset
+from ..data_stats import (BINARY_LOSSES, CLASS_INDEX_LOSSES, DataContext, MAX_EVIDENCE_COLUMNS,
+                          MAX_EXAMPLE_ROWS, MAX_LEAK_CANDIDATES, ROBUST_Z_CONST,
+                          ROBUST_Z_LIMIT, SEED, is_2d_target, is_numeric_dtype, mix_hash, pearson,
+                          python_value)
 from ..report import Finding, Report
-from . import check, run_checks
+from . import check, codes_for_step, run_checks
 
-DATA_CODES = ["D100", "D101", "D102", "D103", "D104", "D105", "D106", "D107", "D108", "D109", "D110",
-              "D111", "D112", "D113", "D114"]
+DATA_CODES = codes_for_step("D")   # the catalogue's codes of this step
 
 # ---- thresholds --------------------------------------------------------------------------------
 # D104 unscaled-features
@@ -51,8 +37,6 @@ FEATURE_MEAN_HIGH = 3.0        # |mean| > 3: the centre is 3 standardized units 
 SCALE_SPREAD_LIMIT = 100.0     # max std / min std of columns outside [-1, 1] > 100: two orders of magnitude
 MAX_ABS_ERROR = 1e3            # findings.md: D104 is an error when some feature's max |x| exceeds 1e3
 # D106 extreme-outliers
-ROBUST_Z_CONST = 0.6745        # robust z = 0.6745 * (x - median) / MAD (Iglewicz & Hoaglin 1993)
-ROBUST_Z_LIMIT = 50.0          # far beyond the usual 3.5: clean breast_cancer's heaviest tail ('area error') reaches 38
 OUTLIER_CLASS_MIN_ROWS = 10    # labelled tables: a value must be extreme within its own class too (fault zoo: 20
                                # malignant rows among 357 benign made a real 'area error' of 526 read z 68 against
                                # the benign median; within its class it is z ~7); classes smaller than this
@@ -86,21 +70,7 @@ SHIFT_MIN_Z = 5.0              # ... and 5 standard errors from 0, so a random s
 LABEL_SHIFT_TVD = 0.1          # total variation distance between class frequencies >= 0.1 ...
 LABEL_SHIFT_MIN_Z = 5.0        # ... with some class's proportion difference 5 standard errors from 0
 # D114 degenerate-target: no threshold (a single class / zero variance)
-
-# ---- implementation limits (not thresholds) ----------------------------------------------------
-CHUNK_ELEMENTS = 1 << 19       # values per chunk (4 MiB as float64): bounds each thread's temporaries
-WORKERS = min(8, os.cpu_count() or 1)  # threads for the chunked passes (numpy releases the GIL in its loops)
-MEDIAN_SAMPLE_ROWS = 100_000   # median/MAD from at most this many rows of the statistics view (seeded)
-LEAK_SAMPLE_VALUES = 5_000_000  # images/sequences: D112's screen reads at most this many values (~40 MB)
-MAX_EVIDENCE_COLUMNS = 10      # evidence lists the worst columns only
 MAX_LABEL_MAP = 50             # D107 writes data.label_map out only for up to 50 classes (longer maps are unreadable)
-MAX_EXAMPLE_ROWS = 5           # example row indices per duplicate/conflict kind
-MAX_LEAK_CANDIDATES = 20       # D112 sorts at most this many screened columns (best first)
-SEED = 0                       # the sample for medians and the tie order for D112
-
-CLASS_INDEX_LOSSES = ("cross_entropy", "nll")
-BINARY_LOSSES = ("bce", "bce_with_logits")
-
 
 # ---- formatting --------------------------------------------------------------------------------
 
@@ -129,727 +99,6 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _pyval(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-# ---- hashing (D110) ----------------------------------------------------------------------------
-# Two stages: a cheap linear hash of every row (one multiply and a sum per value), then the strong
-# splitmix64-based hash only for the rows whose cheap hash is not unique. Equal rows always share the cheap
-# hash, so no duplicate is missed; the strong hash separates the rows the cheap one merely collided.
-# Blocks are column-major: (columns, rows), one hash per column of the block.
-
-_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-_KEYS: dict[int, np.ndarray] = {}
-
-
-def _column_keys(k: int) -> np.ndarray:
-    """k random odd 64-bit multipliers (fixed seed), shaped (k, 1): the cheap hash's per-column weights."""
-    if k not in _KEYS:
-        keys = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=k, dtype=np.uint64,
-                                                        endpoint=True) | np.uint64(1)
-        _KEYS[k] = keys[:, None]
-    return _KEYS[k]
-
-
-def _canonical_bits(B: np.ndarray, all_finite: bool) -> np.ndarray:
-    B = B + 0.0                                      # -0.0 + 0.0 == +0.0 (and a fresh buffer)
-    if not all_finite:
-        B[np.isnan(B)] = np.nan                      # one NaN bit pattern
-    return B.view(np.uint64)
-
-
-def _cheap_hash(B: np.ndarray, all_finite: bool = False) -> np.ndarray:
-    """One uint64 per row of a (columns, rows) float64 block: sum of value bits times a per-column key."""
-    bits = _canonical_bits(B, all_finite)
-    bits *= _column_keys(B.shape[0])                 # wraps modulo 2**64
-    return bits.sum(axis=0, dtype=np.uint64)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    z = z ^ (z >> np.uint64(30))
-    z = z * _M1
-    z = z ^ (z >> np.uint64(27))
-    z = z * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def _strong_hash(B: np.ndarray) -> np.ndarray:
-    """One uint64 per row of a (columns, rows) block: splitmix64 of every value salted with its column, summed."""
-    bits = _canonical_bits(B, False)
-    bits ^= (np.arange(B.shape[0], dtype=np.uint64) * _GOLDEN)[:, None]
-    with np.errstate(over="ignore"):
-        return _mix(bits).sum(axis=0, dtype=np.uint64)
-
-
-def _hash_values(values: Any) -> np.ndarray:
-    """One uint64 per row of a Series/DataFrame/array of any dtype (pandas' hashing)."""
-    if isinstance(values, np.ndarray):
-        values = pd.DataFrame(values.reshape(len(values), -1)) if values.ndim > 1 else pd.Series(values)
-    return pd.util.hash_pandas_object(values, index=False).to_numpy()
-
-
-def _map(func: Any, items: list[Any]) -> list[Any]:
-    """func over items on WORKERS threads (numpy releases the GIL in its loops), results in order."""
-    if WORKERS <= 1 or len(items) <= 1:
-        return [func(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
-        return list(pool.map(func, items))
-
-
-def _row_groups(k: int) -> list[range]:
-    """k rows split into about WORKERS contiguous groups."""
-    step = max(1, -(-k // WORKERS))
-    return [range(a, min(k, a + step)) for a in range(0, k, step)]
-
-
-# ---- the feature views ---------------------------------------------------------------------------
-
-def _is_numeric_dtype(dtype: Any) -> bool:
-    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-
-
-class _Part:
-    """One split (train or validation) of the features, read as column-major float64 blocks.
-
-    The statistics view has one column per table column / feature / channel (k of them); the sample
-    view has one flattened row per sample (sample_width values). For tables and (N, F) arrays the two
-    are the same ("fused"). Blocks are (columns, rows) and C-contiguous, so per-column reductions run
-    along contiguous memory.
-    """
-
-    def __init__(self, X: Any, kind: str, numeric_cols: list[int]):
-        self.X = X
-        self.numeric_cols = numeric_cols          # table: positions of the numeric columns
-        self.n = 0 if X is None else len(X)
-        self._cols: list[np.ndarray] | None = None
-        if kind == "table":
-            self.layout = "table"
-            self.k = len(numeric_cols)
-            self.rows_per_sample = 1
-            self.sample_width = self.k
-            return
-        numeric = _is_numeric_dtype(X.dtype)
-        self.layout = "matrix" if X.ndim == 2 else "sequence" if X.ndim == 3 else "image"
-        self.sample_width = int(np.prod(X.shape[1:])) if numeric else 0
-        if not numeric:
-            self.k, self.rows_per_sample = 0, 1
-        elif self.layout == "matrix":
-            self.k, self.rows_per_sample = X.shape[1], 1
-        elif self.layout == "sequence":             # (N, T, F): per feature F, pooled over T
-            self.k, self.rows_per_sample = X.shape[2], X.shape[1]
-        else:                                       # (N, C, H, W, ...): per channel, pooled over pixels
-            self.k, self.rows_per_sample = X.shape[1], int(np.prod(X.shape[2:]))
-
-    @property
-    def fused(self) -> bool:
-        return self.layout in ("table", "matrix")
-
-    def columns(self) -> list[np.ndarray]:
-        """Tables: one 1-D numpy array per numeric column, a view of the frame's memory where it can be.
-
-        Taken once, on the calling thread, before any worker thread reads them.
-        """
-        if self._cols is None:
-            cols = []
-            for p in self.numeric_cols:
-                s = self.X.iloc[:, p]
-                if isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiu":
-                    cols.append(s.to_numpy())
-                else:                                # nullable / Arrow dtypes: to float with NaN
-                    cols.append(s.to_numpy(dtype=np.float64, na_value=np.nan))
-            self._cols = cols
-        return self._cols
-
-    def stat_block(self, a: np.ndarray | slice, cols: list[int] | None = None) -> np.ndarray:
-        """The statistics view of samples `a` (a slice or sorted positions): (k, rows) float64."""
-        if self.layout == "table":
-            arrays = self.columns()
-            idx = list(range(self.k)) if cols is None else list(cols)
-            if not idx:
-                return np.empty((0, 0))
-            if isinstance(a, slice):
-                return np.stack([arrays[j][a] for j in idx]).astype(np.float64, copy=False)
-            out = np.empty((len(idx), len(a)))       # a gather: one column per task, on the threads
-
-            def gather(i: int) -> None:
-                out[i] = arrays[idx[i]][a]
-
-            _map(gather, list(range(len(idx))))
-            return out
-        part = np.asarray(self.X[a])
-        if self.layout == "matrix":
-            B = part.T
-        elif self.layout == "sequence":
-            B = part.reshape(-1, self.k).T
-        else:                                       # (n, C, H, W) -> (C, n*H*W)
-            B = np.moveaxis(part, 1, 0).reshape(self.k, -1)
-        if cols is not None:
-            B = B[cols]
-        return np.ascontiguousarray(B, dtype=np.float64)
-
-    def sample_block(self, a: np.ndarray | slice) -> np.ndarray:
-        """The flattened samples `a`: (sample_width, n) float64."""
-        if self.fused:
-            return self.stat_block(a)
-        part = np.asarray(self.X[a])
-        return np.ascontiguousarray(part.reshape(len(part), -1).T, dtype=np.float64)
-
-    def bounds(self, width: int, n: int | None = None) -> list[tuple[int, int]]:
-        """Chunks of samples [a, b) holding about CHUNK_ELEMENTS values of `width` per sample."""
-        n = self.n if n is None else n
-        step = max(1, CHUNK_ELEMENTS // max(1, width))
-        return [(a, min(n, a + step)) for a in range(0, n, step)]
-
-    def sample_positions(self, max_samples: int) -> np.ndarray | None:
-        """A seeded, sorted sample of at most `max_samples` sample positions; None means all of them."""
-        max_samples = max(1, max_samples)
-        if self.n <= max_samples:
-            return None
-        return np.sort(np.random.default_rng(SEED).choice(self.n, size=max_samples, replace=False))
-
-    def sample_column(self, j: int) -> np.ndarray:
-        """All values of flattened feature j, float64 (D112 sorts a few candidate columns)."""
-        if self.layout == "table":
-            return self.columns()[j].astype(np.float64)
-        return self.X.reshape(self.n, -1)[:, j].astype(np.float64)
-
-
-@dataclass
-class ColumnStats:
-    """Per stat column (table column / feature / channel) statistics of one split; arrays of shape (k,)."""
-
-    names: list[str]
-    n_rows: int                 # rows of the statistics view (samples x steps/pixels)
-    n_nan: np.ndarray
-    n_inf: np.ndarray
-    n_finite: np.ndarray
-    mean: np.ndarray            # over finite values
-    std: np.ndarray             # sample std (ddof 1) over finite values
-    min: np.ndarray
-    max: np.ndarray
-    max_abs: np.ndarray
-    median: np.ndarray          # from MEDIAN_SAMPLE_ROWS rows at most (NaN for the validation split)
-    mad: np.ndarray             # median |x - median|
-    robust_scale: np.ndarray    # the MAD, or for MAD = 0 the median |x - median| of the values off the median
-    n_outliers: np.ndarray      # values with robust z > ROBUST_Z_LIMIT, counted over every row
-    max_robust_z: np.ndarray
-
-    @property
-    def k(self) -> int:
-        return len(self.names)
-
-
-def _median_and_scale(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Medians, MADs and robust scales of the rows of a (k, n) sample block (NaN/inf ignored)."""
-    k = S.shape[0]
-    if k == 0 or S.shape[1] == 0:
-        nan = np.full(k, np.nan)
-        return nan, nan, nan
-
-    def nanmedian(A: np.ndarray) -> np.ndarray:
-        if not np.isnan(A).any():
-            return np.median(A, axis=1)
-        A = np.sort(A, axis=1)                      # NaN sorts last: take the middle of the finite part
-        n = (~np.isnan(A)).sum(axis=1)
-        lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-        rows = np.arange(A.shape[0])
-        return np.where(n > 0, (A[rows, lo] + A[rows, hi]) / 2, np.nan)
-
-    def rows(r: range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        A = S[r.start:r.stop]
-        A = np.where(np.isfinite(A), A, np.nan)
-        med = nanmedian(A)
-        dev = np.abs(A - med[:, None])
-        mad = nanmedian(dev)
-        scale = mad.copy()
-        for j in np.flatnonzero(mad == 0):          # mostly-constant rows (indicators, sparse counts)
-            off = dev[j][dev[j] > 0]
-            scale[j] = np.median(off) if len(off) else np.nan
-        return med, mad, scale
-
-    out = _map(rows, _row_groups(k))
-    return tuple(np.concatenate([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
-
-
-def _scan(part: _Part, shift: np.ndarray, want_hashes: bool) -> dict[str, Any]:
-    """One pass over the statistics view in chunks (on WORKERS threads): counts, shifted moments, min/max,
-    and (optionally) the cheap hash of every sample.
-
-    Sums are of D = x - shift with the shift near the centre (the sample median, or the training mean),
-    so sum(D^2) - sum(D)^2/n loses no precision to large offsets.
-    """
-    k = part.k
-    shift = np.where(np.isfinite(shift), shift, 0.0)[:, None]
-    hashes = np.zeros(part.n, np.uint64) if want_hashes else None
-    if part.layout == "table":
-        part.columns()                              # taken before the threads start
-
-    def chunk(ab: tuple[int, int]) -> tuple[Any, ...]:
-        a, b = ab
-        B = part.stat_block(slice(a, b))           # (k, rows)
-        r = B.shape[1]
-        fin = np.isfinite(B)
-        all_fin = bool(fin.all())
-        D = B - shift
-        if all_fin:
-            n_nan, n_fin = np.zeros(k, np.int64), np.full(k, r, np.int64)
-            lo, hi = B.min(axis=1), B.max(axis=1)
-        else:
-            n_nan, n_fin = np.isnan(B).sum(axis=1), fin.sum(axis=1)
-            D[~fin] = 0.0
-            lo = np.where(fin, B, np.inf).min(axis=1)
-            hi = np.where(fin, B, -np.inf).max(axis=1)
-        if hashes is not None:
-            hashes[a:b] = _cheap_hash(B, all_fin)
-        return r, n_nan, n_fin, D.sum(axis=1), np.einsum("ij,ij->i", D, D), lo, hi
-
-    parts = _map(chunk, part.bounds(k * part.rows_per_sample)) if k and part.n else []
-    n_rows = sum(p[0] for p in parts)
-    n_nan = sum((p[1] for p in parts), np.zeros(k, np.int64))
-    n_fin = sum((p[2] for p in parts), np.zeros(k, np.int64))
-    s1 = sum((p[3] for p in parts), np.zeros(k))
-    s2 = sum((p[4] for p in parts), np.zeros(k))
-    lo = np.min([p[5] for p in parts], axis=0) if parts else np.full(k, np.inf)
-    hi = np.max([p[6] for p in parts], axis=0) if parts else np.full(k, -np.inf)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_mean = np.where(n_fin > 0, s1 / np.maximum(n_fin, 1), np.nan)
-        ssq = np.maximum(s2 - s1 * np.nan_to_num(d_mean), 0.0)
-        std = np.where(n_fin > 1, np.sqrt(ssq / np.maximum(n_fin - 1, 1)), np.nan)
-    return {"n_rows": n_rows, "n_nan": n_nan, "n_inf": n_rows - n_fin - n_nan, "n_finite": n_fin,
-            "mean": shift[:, 0] + d_mean, "std": std, "min": np.where(n_fin > 0, lo, np.nan),
-            "max": np.where(n_fin > 0, hi, np.nan), "hashes": hashes}
-
-
-def _column_stats(part: _Part, names: list[str], shift: np.ndarray,
-                  robust: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                  want_hashes: bool) -> tuple[ColumnStats, np.ndarray | None]:
-    """The statistics of one split (one pass), then robust-z outlier counts where some value is beyond."""
-    k = part.k
-    m = _scan(part, shift, want_hashes)
-    lo, hi = m["min"], m["max"]
-    med, mad, scale = robust if robust is not None else (np.full(k, np.nan),) * 3
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inv_scale = np.where(scale > 0, ROBUST_Z_CONST / np.where(scale > 0, scale, 1.0), np.nan)
-        max_z = np.fmax(hi - med, med - lo) * inv_scale        # the farthest value is the min or the max
-    n_out = np.zeros(k, np.int64)
-    over = np.flatnonzero(np.nan_to_num(max_z) > ROBUST_Z_LIMIT).tolist()
-    if over:                                                   # a second look only at those columns
-
-        def count(ab: tuple[int, int]) -> np.ndarray:
-            B = part.stat_block(slice(*ab), cols=over)
-            with np.errstate(invalid="ignore"):
-                z = np.abs(B - med[over, None]) * inv_scale[over, None]
-            return (np.nan_to_num(z, nan=0.0, posinf=0.0) > ROBUST_Z_LIMIT).sum(axis=1)
-
-        n_out[over] = sum(_map(count, part.bounds(len(over) * part.rows_per_sample)))
-    stats = ColumnStats(names=names, n_rows=m["n_rows"], n_nan=m["n_nan"], n_inf=m["n_inf"],
-                        n_finite=m["n_finite"], mean=m["mean"], std=m["std"], min=lo, max=hi,
-                        max_abs=np.fmax(np.abs(lo), np.abs(hi)), median=med, mad=mad, robust_scale=scale,
-                        n_outliers=n_out, max_robust_z=max_z)
-    return stats, m["hashes"]
-
-
-def _leak_scores(S: np.ndarray, codes: np.ndarray | None, y: np.ndarray | None) -> np.ndarray:
-    """Per row of a (features, samples) block: eta^2 with the class codes, or |Pearson r| with y.
-
-    NaN/inf values and missing labels/targets are left out. Runs over groups of features on the threads.
-    """
-    keep = np.flatnonzero((codes >= 0) if codes is not None else np.isfinite(y))
-    if codes is not None:
-        c = codes[keep]
-        order = np.argsort(c, kind="stable")
-        keep = keep[order]                                     # samples grouped by class
-        starts = np.flatnonzero(np.r_[True, np.diff(c[order]) != 0])   # one segment per present class
-    else:
-        yk = y[keep]
-
-    def group(r: range) -> np.ndarray:
-        A = S[r.start:r.stop][:, keep]
-        fin = np.isfinite(A)
-        F = fin.astype(np.float64)
-        n = F.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            X = np.where(fin, A, 0.0)
-            X = np.where(fin, X - (X.sum(axis=1) / np.maximum(n, 1))[:, None], 0.0)
-            if codes is not None:
-                cn = np.add.reduceat(F, starts, axis=1)
-                cs = np.add.reduceat(X, starts, axis=1)
-                cq = np.add.reduceat(X * X, starts, axis=1)
-                tq = cq.sum(axis=1)
-                sst = tq - cs.sum(axis=1) ** 2 / np.maximum(n, 1)
-                ssw = (cq - np.where(cn > 0, cs * cs / np.maximum(cn, 1), 0.0)).sum(axis=1)
-                score = np.where(sst > 1e-12 * np.maximum(tq, 1e-300), 1.0 - ssw / sst, 0.0)
-                return np.clip(np.nan_to_num(score), 0.0, 1.0)
-            my = np.einsum("kn,n->k", F, yk) / np.maximum(n, 1)
-            dy = np.where(fin, yk[None, :] - my[:, None], 0.0)
-            cov = np.einsum("kn,kn->k", X, dy)
-            vx = np.einsum("kn,kn->k", X, X)
-            vy = np.einsum("kn,kn->k", dy, dy)
-            r_ = np.where((vx > 0) & (vy > 0) & (n > 2), cov / np.sqrt(vx * vy), 0.0)
-        return np.abs(np.nan_to_num(r_))
-
-    k = S.shape[0]
-    if k == 0 or len(keep) == 0:
-        return np.zeros(k)
-    return np.concatenate(_map(group, _row_groups(k)))
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return 0.0
-    dx, dy = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
-    den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
-    return float(abs((dx * dy).sum()) / den) if den > 0 else 0.0
-
-
-@dataclass
-class RowHashes:
-    """Feature hashes of every training/validation sample, and the samples that can be duplicates.
-
-    A sample whose cheap hash is unique (in training, and absent from validation) cannot equal another,
-    so D110 only needs to look at the candidates.
-    """
-
-    train: np.ndarray
-    val: np.ndarray | None
-    train_candidates: np.ndarray          # positions, sorted
-    val_candidates: np.ndarray | None
-
-
-@dataclass
-class LabelInfo:
-    """Class labels of a classification/binary task with a 1-D target."""
-
-    classes: list[Any]          # sorted distinct labels of train + validation
-    codes: np.ndarray           # train labels as indices into `classes`; -1 where missing
-    counts: np.ndarray          # per class, train
-    val_codes: np.ndarray | None
-    val_counts: np.ndarray | None
-    dtype: Any                  # the target's dtype as read
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-
-def _as_series(y: Any) -> pd.Series:
-    if isinstance(y, pd.Series):
-        return y
-    if isinstance(y, pd.DataFrame):
-        return y.iloc[:, 0]
-    return pd.Series(np.asarray(y).reshape(len(y), -1)[:, 0] if np.ndim(y) > 1 else np.asarray(y))
-
-
-def _is_2d_target(y: Any) -> bool:
-    if isinstance(y, pd.DataFrame):
-        return y.shape[1] > 1
-    return isinstance(y, np.ndarray) and y.ndim > 1 and int(np.prod(y.shape[1:])) > 1
-
-
-def _target_frame(y: Any, names: list[str]) -> pd.DataFrame:
-    if isinstance(y, pd.DataFrame):
-        return y
-    if isinstance(y, pd.Series):
-        return y.to_frame(name=names[0] if names else (y.name or "target"))
-    arr = np.asarray(y).reshape(len(y), -1)
-    cols = names if len(names) == arr.shape[1] else \
-        [(names[0] if names else "target") + (f"[{i}]" if arr.shape[1] > 1 else "") for i in range(arr.shape[1])]
-    return pd.DataFrame(arr, columns=cols)
-
-
-# ---- the context ---------------------------------------------------------------------------------
-
-@dataclass
-class DataContext:
-    """Everything the D1xx checks read, computed once (lazily) from a Dataset."""
-
-    ds: Dataset
-    n_params: int | None = None         # the model's parameter count, when a spec is known
-    loss_name: str | None = None        # the spec's loss (cross_entropy, bce, mse, ...)
-    n_outputs: int | None = None        # the model's output units
-    # what the spec already does about it (None: no spec): the data are judged as training will see them
-    normalize: str | None = None        # data.normalize: none | standardize | minmax
-    normalize_target: bool = False      # data.normalize_target
-    class_weights: Any = None           # loss.class_weights
-    missing: str | None = None          # data.missing: keep | drop | median
-    label_map: Any = None               # data.label_map
-
-    @classmethod
-    def build(cls, ds: Dataset, n_params: int | None = None, loss_name: str | None = None,
-              n_outputs: int | None = None, spec: Any = None) -> "DataContext":
-        """The context for `ds`; with a spec, its loss and data settings (normalize, class_weights) too."""
-        ctx = cls(ds=ds, n_params=n_params, loss_name=loss_name, n_outputs=n_outputs)
-        if spec is not None:
-            ctx.loss_name = loss_name or getattr(getattr(spec, "loss", None), "name", None)
-            data = getattr(spec, "data", None)
-            ctx.normalize = getattr(data, "normalize", None)
-            ctx.normalize_target = bool(getattr(data, "normalize_target", False))
-            ctx.class_weights = getattr(getattr(spec, "loss", None), "class_weights", None)
-            ctx.missing = getattr(data, "missing", None)
-            ctx.label_map = getattr(data, "label_map", None)
-        return ctx
-
-    @property
-    def features_scaled_by_spec(self) -> bool:
-        return self.normalize in ("standardize", "minmax")
-
-    # -- shape -----------------------------------------------------------------------------------
-    @property
-    def task(self) -> str:
-        return self.ds.task
-
-    @property
-    def n_train(self) -> int:
-        return 0 if self.ds.X is None else len(self.ds.X)
-
-    @property
-    def has_val(self) -> bool:
-        return self.ds.X_val is not None and len(self.ds.X_val) > 0
-
-    @property
-    def target_name(self) -> str:
-        return ", ".join(map(str, self.ds.target)) or "target"
-
-    @cached_property
-    def non_numeric(self) -> list[dict[str, Any]]:
-        """Feature columns that are not numbers: name, dtype, an example value (tables); the array dtype."""
-        X = self.ds.X
-        out: list[dict[str, Any]] = []
-        if self.ds.kind == "table":
-            for name, dtype in X.dtypes.items():
-                if not _is_numeric_dtype(dtype):
-                    col = X[name]
-                    first = col.first_valid_index()
-                    example = _pyval(col.loc[first]) if first is not None else None
-                    if isinstance(example, (pd.Timestamp, np.datetime64)):
-                        example = str(example)
-                    out.append({"column": str(name), "dtype": str(dtype), "example": example})
-        elif not _is_numeric_dtype(X.dtype):
-            flat = X.reshape(-1)
-            out.append({"column": "X", "dtype": str(X.dtype), "example": _pyval(flat[0]) if len(flat) else None})
-        return out
-
-    @cached_property
-    def numeric_positions(self) -> list[int]:
-        if self.ds.kind != "table":
-            return []
-        return [i for i, dt in enumerate(self.ds.X.dtypes) if _is_numeric_dtype(dt)]
-
-    @cached_property
-    def train_part(self) -> _Part:
-        return _Part(self.ds.X, self.ds.kind, self.numeric_positions)
-
-    @cached_property
-    def val_part(self) -> _Part | None:
-        return _Part(self.ds.X_val, self.ds.kind, self.numeric_positions) if self.has_val else None
-
-    @property
-    def layout(self) -> str:
-        return self.train_part.layout
-
-    @cached_property
-    def stat_names(self) -> list[str]:
-        part = self.train_part
-        if part.layout == "table":
-            return [str(self.ds.X.columns[i]) for i in self.numeric_positions]
-        if part.layout == "matrix":
-            names = self.ds.feature_names
-            return names if len(names) == part.k else [f"x{i}" for i in range(part.k)]
-        if part.layout == "sequence":
-            return [f"feature {i}" for i in range(part.k)]
-        return [f"channel {i}" for i in range(part.k)]
-
-    @cached_property
-    def sample_names(self) -> list[str]:
-        """Names of the flattened per-sample features (D112)."""
-        if self.layout in ("table", "matrix"):
-            return self.stat_names
-        shape = self.ds.X.shape[1:]
-        width = self.train_part.sample_width
-        return ["x[" + ",".join(map(str, np.unravel_index(j, shape))) + "]" for j in range(width)] \
-            if width <= 100_000 else []
-
-    # -- feature statistics ----------------------------------------------------------------------
-    @cached_property
-    def _train_positions(self) -> np.ndarray | None:
-        """The seeded sample of training samples behind the medians (None: all of them)."""
-        return self.train_part.sample_positions(MEDIAN_SAMPLE_ROWS // self.train_part.rows_per_sample)
-
-    @cached_property
-    def train_sample(self) -> np.ndarray:
-        """The training statistics view for medians, (k, rows): all rows, or about MEDIAN_SAMPLE_ROWS sampled."""
-        pos = self._train_positions
-        return self.train_part.stat_block(slice(0, self.n_train) if pos is None else pos)
-
-    @cached_property
-    def _train_pass(self) -> tuple[ColumnStats, np.ndarray | None]:
-        part = self.train_part
-        robust = _median_and_scale(self.train_sample) if part.k and part.n else None
-        shift = robust[0] if robust is not None else np.zeros(part.k)
-        return _column_stats(part, self.stat_names, shift, robust, want_hashes=part.fused)
-
-    @cached_property
-    def _val_pass(self) -> tuple[ColumnStats, np.ndarray | None] | None:
-        if self.val_part is None:
-            return None
-        return _column_stats(self.val_part, self.stat_names, self.train_stats.mean, None,
-                             want_hashes=self.val_part.fused)
-
-    @property
-    def train_stats(self) -> ColumnStats:
-        return self._train_pass[0]
-
-    @property
-    def val_stats(self) -> ColumnStats | None:
-        return self._val_pass[0] if self._val_pass is not None else None
-
-    # -- target ------------------------------------------------------------------------------------
-    @cached_property
-    def y_frame(self) -> pd.DataFrame:
-        return _target_frame(self.ds.y, [str(t) for t in self.ds.target])
-
-    @cached_property
-    def y_val_frame(self) -> pd.DataFrame | None:
-        return _target_frame(self.ds.y_val, [str(t) for t in self.ds.target]) if self.ds.y_val is not None else None
-
-    @cached_property
-    def labels(self) -> LabelInfo | None:
-        if self.task not in ("classification", "binary") or _is_2d_target(self.ds.y):
-            return None
-        ytr = _as_series(self.ds.y)
-        yva = _as_series(self.ds.y_val) if self.ds.y_val is not None else None
-        values = pd.concat([ytr, yva]) if yva is not None else ytr
-        uniq = pd.unique(values.dropna())
-        try:
-            classes = sorted(uniq.tolist())
-        except TypeError:
-            classes = sorted(uniq.tolist(), key=lambda v: (str(type(v)), str(v)))
-        index = pd.Index(classes, dtype=object if values.dtype == object else None)
-        codes = index.get_indexer(ytr)
-        counts = np.bincount(codes[codes >= 0], minlength=len(classes))
-        vcodes = index.get_indexer(yva) if yva is not None else None
-        vcounts = np.bincount(vcodes[vcodes >= 0], minlength=len(classes)) if vcodes is not None else None
-        return LabelInfo(classes=[_pyval(c) for c in classes], codes=codes, counts=counts, val_codes=vcodes,
-                         val_counts=vcounts, dtype=ytr.dtype)
-
-    @cached_property
-    def regression_target(self) -> np.ndarray | None:
-        """Train target as float64 (N, k) for regression; non-numbers become NaN."""
-        if self.task != "regression":
-            return None
-        return self.y_frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-
-    # -- rows (D110) -------------------------------------------------------------------------------
-    def _cheap_hashes(self, part: _Part, fused_pass: tuple[ColumnStats, np.ndarray | None] | None) -> np.ndarray:
-        if part.sample_width == 0:
-            return np.zeros(part.n, np.uint64)
-        if part.fused and fused_pass is not None and fused_pass[1] is not None:
-            return fused_pass[1]
-        h = np.zeros(part.n, np.uint64)
-
-        def chunk(ab: tuple[int, int]) -> None:
-            h[ab[0]:ab[1]] = _cheap_hash(part.sample_block(slice(*ab)))
-
-        _map(chunk, part.bounds(part.sample_width))
-        return h
-
-    def _strong_hashes(self, part: _Part, positions: np.ndarray) -> np.ndarray:
-        if part.layout == "table":
-            part.columns()
-        out = np.zeros(len(positions), np.uint64)
-
-        def chunk(ab: tuple[int, int]) -> None:
-            out[ab[0]:ab[1]] = _strong_hash(part.sample_block(positions[ab[0]:ab[1]]))
-
-        _map(chunk, part.bounds(part.sample_width, len(positions)))
-        return out
-
-    def _other_column_hashes(self, X: Any, part: _Part) -> np.ndarray | None:
-        """Hash of the non-numeric feature columns (tables) or of a non-numeric array, per row."""
-        if self.ds.kind == "table":
-            others = [i for i in range(X.shape[1]) if i not in set(self.numeric_positions)]
-            if not others:
-                return None
-            h = np.zeros(part.n, np.uint64)
-            with np.errstate(over="ignore"):
-                for i in others:
-                    h += _mix(_hash_values(X.iloc[:, i]) ^ (np.uint64(i + 1) * _GOLDEN))
-            return h
-        return _hash_values(X.reshape(len(X), -1)) if part.sample_width == 0 else None
-
-    @cached_property
-    def row_hashes(self) -> RowHashes:
-        """Feature hashes per sample: the cheap hash, made strong where it repeats (the candidates)."""
-        tr, va = self.train_part, self.val_part
-        h_tr = self._cheap_hashes(tr, self._train_pass if tr.fused else None).copy()
-        h_va = self._cheap_hashes(va, self._val_pass if va.fused else None).copy() if va is not None else None
-        s_tr = pd.Series(h_tr)
-        cand_tr = s_tr.duplicated(keep=False).to_numpy()
-        cand_va = None
-        if h_va is not None:
-            cand_va = pd.Series(h_va).isin(s_tr).to_numpy()
-            if cand_va.any():
-                cand_tr = cand_tr | s_tr.isin(h_va[cand_va]).to_numpy()
-                if va.sample_width:
-                    pos = np.flatnonzero(cand_va)
-                    h_va[pos] = self._strong_hashes(va, pos)
-        if cand_tr.any() and tr.sample_width:
-            pos = np.flatnonzero(cand_tr)
-            h_tr[pos] = self._strong_hashes(tr, pos)
-        with np.errstate(over="ignore"):
-            extra = self._other_column_hashes(self.ds.X, tr)
-            if extra is not None:
-                h_tr = h_tr + extra
-            if h_va is not None:
-                extra = self._other_column_hashes(self.ds.X_val, va)
-                if extra is not None:
-                    h_va = h_va + extra
-        return RowHashes(train=h_tr, val=h_va, train_candidates=np.flatnonzero(cand_tr),
-                         val_candidates=np.flatnonzero(cand_va) if cand_va is not None else None)
-
-    @cached_property
-    def target_hashes(self) -> np.ndarray:
-        return _hash_values(self.ds.y)
-
-    def row_label(self, positions: np.ndarray, val: bool = False) -> list[Any]:
-        """Row identifiers for evidence: the table's index labels (original rows), else positions."""
-        X = self.ds.X_val if val else self.ds.X
-        if self.ds.kind == "table" and X is not None:
-            return [_pyval(v) for v in X.index[positions]]
-        return [int(p) for p in positions]
-
-    # -- leakage (D112) ----------------------------------------------------------------------------
-    def _leak_target(self) -> dict[str, Any] | None:
-        if self.labels is not None:
-            return {"codes": self.labels.codes, "n_classes": self.labels.n_classes} \
-                if self.labels.n_classes >= 2 else None
-        Y = self.regression_target
-        return {"y": Y[:, 0]} if Y is not None and Y.shape[1] == 1 else None
-
-    @cached_property
-    def leakage_screen(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """(scores, sample positions): eta^2 or |r| of each flattened feature with the target, on a sample.
-
-        The screen only picks candidates; D112 decides on every row of those columns.
-        """
-        part = self.train_part
-        target = self._leak_target()
-        if part.sample_width == 0 or self.n_train < 3 or target is None:
-            return None
-        if part.fused:
-            pos, S = self._train_positions, self.train_sample
-        else:
-            pos = part.sample_positions(LEAK_SAMPLE_VALUES // part.sample_width)
-            S = part.sample_block(slice(0, part.n) if pos is None else pos)
-        take = (lambda v: v) if pos is None else (lambda v: v[pos])  # noqa: E731
-        if "codes" in target:
-            return _leak_scores(S, take(target["codes"]), None), pos
-        return _leak_scores(S, None, take(target["y"])), pos
-
-
 def _take_worst(names: list[str], score: np.ndarray, mask: np.ndarray, n: int = MAX_EVIDENCE_COLUMNS) -> list[int]:
     idx = np.flatnonzero(mask)
     return [int(i) for i in idx[np.argsort(-score[idx], kind="stable")][:n]]
@@ -862,12 +111,22 @@ def _feature_word(ctx: DataContext) -> str:
 
 # ---- the checks ------------------------------------------------------------------------------------
 
-@check("D100")
+@dataclass
+class UnreadableData:
+    """What full-report knows when the loader refused the data: the message and the configured path."""
+    error: str
+    path: str
+
+
+@check("D100", needs=("data",))
 def check_data_unreadable(ctx: DataContext) -> Finding | None:
     """D100 data-unreadable: no training rows, or feature and target row counts that differ.
 
-    File, parse and missing-target errors are raised by the loader (DataError) before a context exists.
+    File, parse and missing-target errors are raised by the loader (DataError) before statistics exist: full-report
+    hands them over as an UnreadableData context, so that this check alone reports them too.
     """
+    if isinstance(ctx, UnreadableData):
+        return Finding("D100", ctx.error, "fix the data path or the file named in the message", {"path": ctx.path})
     ds = ctx.ds
     problems = []
     for part, X, y in (("training", ds.X, ds.y), ("validation", ds.X_val, ds.y_val)):
@@ -885,7 +144,16 @@ def check_data_unreadable(ctx: DataContext) -> Finding | None:
                    evidence={"source": ds.source, "problems": problems})
 
 
-@check("D101")
+def _where(head: str, columns: list[tuple[str, int]], target_counts: dict[str, int]) -> str:
+    """'2 of 13 features (a: 3, b: 1) and the target (label: 2)': where the bad cells lie, worst columns first."""
+    parts = [f"{head} ({', '.join(f'{k}: {v}' for k, v in columns[:3])}{', ...' if len(columns) > 3 else ''})"] \
+        if columns else []
+    if target_counts:
+        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    return " and ".join(parts)
+
+
+@check("D101", needs=("data",))
 def check_missing_values(ctx: DataContext) -> Finding | None:
     """D101 missing-values: NaN/None/empty cells in the features or the target, counted per column."""
     if ctx.n_train == 0 or not _missing_unset(ctx):
@@ -901,29 +169,19 @@ def check_missing_values(ctx: DataContext) -> Finding | None:
             n = int(ctx.ds.X[c].isna().sum()) + (int(ctx.ds.X_val[c].isna().sum()) if ctx.has_val else 0)
             if n:
                 counts[c] = n
-    target_counts: dict[str, int] = {}
-    for frame in (ctx.y_frame, ctx.y_val_frame):
-        if frame is None:
-            continue
-        for c, n in frame.isna().sum().items():
-            if n:
-                target_counts[str(c)] = target_counts.get(str(c), 0) + int(n)
+    target_counts = ctx.target_missing
     if not counts and not target_counts:
         return None
     total = sum(counts.values()) + sum(target_counts.values())
     worst = sorted(counts.items(), key=lambda kv: -kv[1])
-    parts = []
-    if counts:
-        parts.append(f"{len(counts)} of {len(st.names) + len(ctx.non_numeric)} {_feature_word(ctx)}s "
-                     f"({', '.join(f'{k}: {v}' for k, v in worst[:3])}{', ...' if len(worst) > 3 else ''})")
-    if target_counts:
-        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    where = _where(f"{len(counts)} of {len(st.names) + len(ctx.non_numeric)} {_feature_word(ctx)}s", worst,
+                   target_counts)
     cols = ", ".join(c for c, _ in worst[:3]) + (" ..." if len(worst) > 3 else "")
     fix = (f"set data.missing: median (impute {cols} with the training median) or data.missing: drop (drop those "
            f"rows)" if counts else "")
     if target_counts:
         fix = (fix + "; " if fix else "set data.missing: drop; ") + "rows whose target is missing are dropped"
-    return Finding("D101", f"{total} missing values in " + " and ".join(parts), fix,
+    return Finding("D101", f"{total} missing values in {where}", fix,
                    evidence={"features": dict(worst[:MAX_EVIDENCE_COLUMNS]),
                              "n_feature_columns": len(counts), "target": target_counts,
                              "thresholds": {"missing": "> 0"}},
@@ -931,7 +189,7 @@ def check_missing_values(ctx: DataContext) -> Finding | None:
                    untestable=PROBES_DROP_ROWS)
 
 
-@check("D102")
+@check("D102", needs=("data",))
 def check_non_finite_values(ctx: DataContext) -> Finding | None:
     """D102 non-finite-values: +inf/-inf in the features or the target."""
     if ctx.n_train == 0 or not _missing_unset(ctx):
@@ -939,27 +197,14 @@ def check_non_finite_values(ctx: DataContext) -> Finding | None:
     st, vs = ctx.train_stats, ctx.val_stats
     inf = st.n_inf + (vs.n_inf if vs is not None else 0)
     counts = {st.names[j]: int(inf[j]) for j in _take_worst(st.names, inf.astype(float), inf > 0, len(inf))}
-    target_counts: dict[str, int] = {}
-    for frame in (ctx.y_frame, ctx.y_val_frame):
-        if frame is None:
-            continue
-        for c in frame.columns:
-            if _is_numeric_dtype(frame[c].dtype):
-                n = int(np.isinf(frame[c].to_numpy(dtype=np.float64, na_value=np.nan)).sum())
-                if n:
-                    target_counts[str(c)] = target_counts.get(str(c), 0) + n
+    target_counts = ctx.target_infinite
     if not counts and not target_counts:
         return None
     total = sum(counts.values()) + sum(target_counts.values())
     items = list(counts.items())
-    parts = []
-    if counts:
-        parts.append(f"{_n(len(counts), _feature_word(ctx))} ({', '.join(f'{k}: {v}' for k, v in items[:3])}"
-                     f"{', ...' if len(items) > 3 else ''})")
-    if target_counts:
-        parts.append("the target (" + ", ".join(f"{k}: {v}" for k, v in target_counts.items()) + ")")
+    where = _where(_n(len(counts), _feature_word(ctx)), items, target_counts)
     cols = ", ".join(list(counts)[:3] + list(target_counts)[:1])
-    return Finding("D102", f"{total} infinite values in " + " and ".join(parts),
+    return Finding("D102", f"{total} infinite values in {where}",
                    f"set data.missing: drop (or median) to drop or impute the infinite values in {cols}, "
                    "or fix the computation that produced them (a division by zero, a log of 0)",
                    evidence={"features": dict(items[:MAX_EVIDENCE_COLUMNS]), "n_feature_columns": len(counts),
@@ -967,7 +212,7 @@ def check_non_finite_values(ctx: DataContext) -> Finding | None:
                    patch={"data.missing": "drop"} if _missing_unset(ctx) else None, untestable=PROBES_DROP_ROWS)
 
 
-@check("D103")
+@check("D103", needs=("data",))
 def check_non_numeric_features(ctx: DataContext) -> Finding | None:
     """D103 non-numeric-features: string, object, bool, date or category columns among the features."""
     cols = ctx.non_numeric
@@ -994,7 +239,7 @@ def _binary_like(ctx: DataContext, j: int) -> bool:
     return len(np.unique(col[np.isfinite(col)])) <= 2
 
 
-@check("D104")
+@check("D104", needs=("data",))
 def check_unscaled_features(ctx: DataContext) -> Finding | None:
     """D104 unscaled-features: features far from mean 0 / std 1, scales orders of magnitude apart, raw pixels.
 
@@ -1022,7 +267,7 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
     pixel_range = None
     if ctx.layout in ("image", "sequence") and ctx.ds.kind == "array" and np.issubdtype(X.dtype, np.integer):
         lo, hi = np.nanmin(st.min), np.nanmax(st.max)
-        pixel_range = [_pyval(lo), _pyval(hi)]
+        pixel_range = [python_value(lo), python_value(hi)]
         pixel_hit = bool(lo >= 0 and hi > 1)
     if not (flagged.any() or spread_hit or pixel_hit):
         return None
@@ -1068,7 +313,7 @@ def check_unscaled_features(ctx: DataContext) -> Finding | None:
                                             "error_max_abs": MAX_ABS_ERROR}})
 
 
-@check("D105")
+@check("D105", needs=("data",))
 def check_constant_features(ctx: DataContext) -> Finding | None:
     """D105 constant-features: zero-variance columns (every finite training value equal)."""
     if ctx.n_train == 0 or ctx.train_part.k == 0:
@@ -1125,7 +370,7 @@ def _within_class_outliers(ctx: DataContext, cols: np.ndarray) -> dict[int, tupl
     return out
 
 
-@check("D106")
+@check("D106", needs=("data",))
 def check_extreme_outliers(ctx: DataContext) -> Finding | None:
     """D106 extreme-outliers: values whose robust z-score 0.6745*|x - median|/MAD exceeds ROBUST_Z_LIMIT
     (in a labelled table, within the value's own class as well)."""
@@ -1159,7 +404,7 @@ def check_extreme_outliers(ctx: DataContext) -> Finding | None:
                    f"inspect those rows of {names}; clip/winsorize them (e.g. to the 0.1/99.9 percentiles) "
                    "or drop them if they are errors",
                    evidence={"columns": cols, "n_columns": int(hit.sum()),
-                             "median_from_rows": min(st.n_rows, MEDIAN_SAMPLE_ROWS),
+                             "median_from_rows": min(st.n_rows, data_stats.MEDIAN_SAMPLE_ROWS),
                              "within_class": within is not None,
                              "thresholds": {"robust_z": ROBUST_Z_LIMIT,
                                             "class_min_rows": OUTLIER_CLASS_MIN_ROWS}})
@@ -1186,7 +431,7 @@ def _label_map_patch(ctx: DataContext, classes: list[Any]) -> dict[str, Any] | N
                                for i, c in enumerate(plain)}}
 
 
-@check("D107")
+@check("D107", needs=("data",))
 def check_bad_label_format(ctx: DataContext) -> Finding | None:
     """D107 bad-label-format: string/float labels, not 0..C-1, one-hot vs class indices, binary not {0, 1}."""
     if ctx.task not in ("classification", "binary", "multilabel") or ctx.n_train == 0:
@@ -1195,7 +440,7 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
     issues: list[str] = []
     fixes: list[str] = []
     evidence: dict[str, Any] = {"loss": loss, "n_outputs": ctx.n_outputs}
-    if _is_2d_target(ctx.ds.y):
+    if is_2d_target(ctx.ds.y):
         Y = ctx.y_frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         fin = Y[np.isfinite(Y).all(axis=1)]
         zero_one = bool(np.isin(fin, (0.0, 1.0)).all()) if len(fin) else True
@@ -1216,7 +461,7 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
         classes, C = info.classes, info.n_classes
         dtype = info.dtype
         evidence.update({"labels": classes[:20], "n_classes": C, "dtype": str(dtype)})
-        numeric = _is_numeric_dtype(dtype)
+        numeric = is_numeric_dtype(dtype)
         if pd.api.types.is_bool_dtype(dtype):
             issues.append("labels are booleans")
             fixes.append("cast the labels to integers 0/1")
@@ -1262,7 +507,7 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
     if not issues:
         return None
     mapping = None
-    if ctx.labels is not None and not _is_2d_target(ctx.ds.y) and any("map labels" in f for f in fixes):
+    if ctx.labels is not None and not is_2d_target(ctx.ds.y) and any("map labels" in f for f in fixes):
         mapping = _label_map_patch(ctx, ctx.labels.classes)
     if mapping:
         written = ", ".join(f"{k!r}: {v}" if isinstance(k, str) else f"{k}: {v}"
@@ -1273,7 +518,7 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
                    evidence={**evidence, "issues": issues}, patch=mapping, untestable=PROBES_MAP_LABELS)
 
 
-@check("D108")
+@check("D108", needs=("data",))
 def check_unscaled_target(ctx: DataContext) -> Finding | None:
     """D108 unscaled-target: a regression target with |mean| or std above 10 (unless data.normalize_target)."""
     Y = ctx.regression_target
@@ -1299,7 +544,7 @@ def check_unscaled_target(ctx: DataContext) -> Finding | None:
                                                              "std_high": TARGET_STD_HIGH}})
 
 
-@check("D109")
+@check("D109", needs=("data",))
 def check_class_imbalance(ctx: DataContext) -> Finding | None:
     """D109 class-imbalance: majority/minority class ratio >= IMBALANCE_RATIO (unless loss.class_weights is set)."""
     info = ctx.labels
@@ -1322,7 +567,7 @@ def check_class_imbalance(ctx: DataContext) -> Finding | None:
                              "thresholds": {"ratio": IMBALANCE_RATIO}})
 
 
-@check("D110")
+@check("D110", needs=("data",))
 def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     """D110 duplicates-or-conflicts: duplicate rows, rows shared with validation, same features with two labels."""
     n = ctx.n_train
@@ -1332,7 +577,7 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     cand = rh.train_candidates                                 # only these can repeat (sorted positions)
     hx, hy = rh.train[cand], ctx.target_hashes[cand]
     with np.errstate(over="ignore"):
-        pair = _mix(hx ^ _mix(hy))
+        pair = mix_hash(hx ^ mix_hash(hy))
     dup_c = pd.Series(pair).duplicated().to_numpy()            # same features and label as an earlier row
     n_dup = int(dup_c.sum())
     distinct = pd.Series(hx[~dup_c])                           # one row per (features, label)
@@ -1381,7 +626,7 @@ def check_duplicates_or_conflicts(ctx: DataContext) -> Finding | None:
     return Finding("D110", "; ".join(parts), "; ".join(fixes), evidence=evidence)
 
 
-@check("D111")
+@check("D111", needs=("data",))
 def check_too_little_data(ctx: DataContext) -> Finding | None:
     """D111 too-little-data: a class with < MIN_CLASS_SAMPLES training rows, or n_params > 10 x training rows."""
     n = ctx.n_train
@@ -1429,7 +674,7 @@ def _sorted_neighbour_error(x: np.ndarray, codes: np.ndarray) -> tuple[float, fl
     return err, 1.0 - counts.max() / n, n
 
 
-@check("D112")
+@check("D112", needs=("data",))
 def check_target_leakage(ctx: DataContext) -> Finding | None:
     """D112 target-leakage: a single feature predicts the target almost perfectly (>= 99% accuracy / |r| >= 0.99)."""
     screen = ctx.leakage_screen
@@ -1456,7 +701,7 @@ def check_target_leakage(ctx: DataContext) -> Finding | None:
     else:
         y = ctx.regression_target[:, 0]
         for j in np.argsort(-scores)[: int((scores >= LEAK_SCREEN_R).sum())][:MAX_LEAK_CANDIDATES]:
-            r = _pearson(ctx.train_part.sample_column(int(j)), y)
+            r = pearson(ctx.train_part.sample_column(int(j)), y)
             if r >= LEAK_MIN_ABS_R:
                 hits[name(int(j))] = {"abs_r": r}
         if not hits:
@@ -1474,7 +719,7 @@ def check_target_leakage(ctx: DataContext) -> Finding | None:
                                             "min_abs_r": LEAK_MIN_ABS_R}})
 
 
-@check("D113")
+@check("D113", needs=("data",))
 def check_train_validation_shift(ctx: DataContext) -> Finding | None:
     """D113 train-validation-shift: feature means or class frequencies differ between the splits beyond chance."""
     if not ctx.has_val or ctx.n_train == 0:
@@ -1530,7 +775,7 @@ def check_train_validation_shift(ctx: DataContext) -> Finding | None:
     return Finding("D113", "; ".join(parts), fix, evidence=evidence)
 
 
-@check("D114")
+@check("D114", needs=("data",))
 def check_degenerate_target(ctx: DataContext) -> Finding | None:
     """D114 degenerate-target: a single class, or a constant regression (or multilabel) target."""
     if ctx.n_train == 0:

@@ -19,11 +19,12 @@ from typing import Any
 from ..model import SATURATING
 from ..probe import ProbeRecord
 from ..report import Finding
-from . import check
+from . import check, codes_for_step
 from .context import ProbeContext
 from .model import canon, hidden_activations, layer_dicts, recommended_init, relu_instead_of_saturating, weight_layers
+from .user_step import params_left_alone
 
-GRADIENT_CODES = ["G400", "G401", "G402", "G403", "G404", "G405", "G406", "G407", "G409"]
+GRADIENT_CODES = codes_for_step("G")   # the catalogue's codes of this step
 
 # ---- thresholds ------------------------------------------------------------------------------
 VANISH_RATIO = 1e-3        # G401: first/last weight-layer grad norm < 1e-3 ("orders of magnitude", seeds/004);
@@ -107,15 +108,39 @@ def _saturating_patch(ctx: ProbeContext) -> dict[str, Any] | None:
     layers = layer_dicts(ctx)
     if layers and any(a in SATURATING for a in hidden_activations(ctx)):
         return {"model.layers": relu_instead_of_saturating(layers), "model.init": "he"}
+    if ctx.spec is None:
+        return None
     good = recommended_init(ctx)
     return None if ctx.spec.model.init.scheme == good else {"model.init": good}
 
 
+def _init_name(ctx: ProbeContext) -> str | None:
+    return str(ctx.spec.model.init) if ctx.spec is not None else None
+
+
+def _init_scheme(ctx: ProbeContext) -> str | None:
+    return ctx.spec.model.init.scheme if ctx.spec is not None else None
+
+
+def _batch_word(ctx: ProbeContext) -> str:
+    return "probe" if ctx.source == "probe" else "training"
+
+
+def _standardize(ctx: ProbeContext) -> str:
+    return ctx.fix_text("set data.normalize: standardize", STANDARDIZE_CODE)
+
+
 # ---- G400 ------------------------------------------------------------------------------------
 
-@check("G400")
+CLIP_CODE = "torch.nn.utils.clip_grad_norm_(model.parameters(), {clip:g}) between backward() and optimizer.step()"
+STANDARDIZE_CODE = "standardize the inputs (subtract the training mean and divide by the std of each feature)"
+
+
+@check("G400", needs=("curves",))
 def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
     """G400 non-finite-training: NaN/Inf in the loss, gradients or weights; first step and layer."""
+    if ctx.curve is not None:
+        return _non_finite_log(ctx)
     rec = ctx.configured_record()
     if rec is None or rec.error is not None:
         return None
@@ -125,32 +150,59 @@ def check_non_finite_training(ctx: ProbeContext) -> Finding | None:
     if rec.first_nonfinite is None:
         return None
     nf = rec.first_nonfinite
-    if rec.initial_loss is None:
+    if rec.initial_loss is None and ctx.spec is not None:
         return _non_finite_at_init(ctx, rec)
     step, where, layer = nf.get("step"), nf.get("where"), nf.get("layer")
-    opt = ctx.spec.optimizer
+    lr, name, clip = ctx.setting("lr"), ctx.setting("name"), ctx.setting("grad_clip")
     finite = [v for v in rec.losses if v is not None]
-    ev: dict[str, Any] = {"step": step, "where": where, "layer": layer, "lr": opt.lr, "optimizer": opt.name,
-                          "grad_clip": opt.grad_clip, "last_finite_losses": finite[-3:],
+    ev: dict[str, Any] = {"step": step, "where": where, "layer": layer, "lr": lr, "optimizer": name,
+                          "grad_clip": clip, "last_finite_losses": finite[-3:],
                           "initial_loss": rec.initial_loss}
     rec_lr = _recommended_lr(ctx)
     fixes = []
-    if rec_lr and rec_lr < opt.lr:
-        fixes.append(f"lower optimizer.lr from {opt.lr:g} to {rec_lr:g} (the lr probe's recommendation)")
-        patch: dict[str, Any] = {"optimizer.lr": rec_lr}
-    elif opt.grad_clip is None:
-        fixes.append(f"set optimizer.grad_clip: {DEFAULT_CLIP:g} and lower optimizer.lr (now {opt.lr:g})")
+    patch: dict[str, Any] | None = None
+    if ctx.spec is None:       # the user's own loop: say what to change in the code
+        fixes.append(f"clip the gradients ({CLIP_CODE.format(clip=DEFAULT_CLIP)}) and lower the learning rate"
+                     + (f" (now {lr:g})" if lr is not None else ""))
+    elif rec_lr and rec_lr < lr:
+        fixes.append(f"lower optimizer.lr from {lr:g} to {rec_lr:g} (the lr probe's recommendation)")
+        patch = {"optimizer.lr": rec_lr}
+    elif clip is None:
+        fixes.append(f"set optimizer.grad_clip: {DEFAULT_CLIP:g} and lower optimizer.lr (now {lr:g})")
         patch = {"optimizer.grad_clip": DEFAULT_CLIP}
     else:
-        fixes.append(f"lower optimizer.lr from {opt.lr:g} to {opt.lr / 10:g}")
-        patch = {"optimizer.lr": float(f"{opt.lr / 10:.2g}")}
-    if ctx.spec.data.normalize == "none":
-        fixes.append("set data.normalize: standardize")
-    if ctx.spec.loss.name == "bce" and where in ("loss", "gradient"):
+        fixes.append(f"lower optimizer.lr from {lr:g} to {lr / 10:g}")
+        patch = {"optimizer.lr": float(f"{lr / 10:.2g}")}
+    if ctx.inputs_unscaled:
+        fixes.append(ctx.fix_text("set data.normalize: standardize", STANDARDIZE_CODE))
+    if ctx.spec is not None and ctx.spec.loss.name == "bce" and where in ("loss", "gradient"):
         fixes.append("use loss: bce_with_logits (stable log of the sigmoid) without the final sigmoid")
     at = f" in {layer}" if layer else ""
-    return Finding("G400", f"training goes non-finite at step {step}: first NaN/Inf in the {where}{at} "
-                           f"(lr {opt.lr:g}, {opt.name})", "; ".join(fixes), ev, patch=patch)
+    setting = f" (lr {lr:g}, {name})" if lr is not None else ""
+    return Finding("G400", f"training goes non-finite at step {step}: first NaN/Inf in the {where}{at}{setting}",
+                   "; ".join(fixes), ev, patch=patch)
+
+
+def _non_finite_log(ctx: ProbeContext) -> Finding | None:
+    """G400 on a loss log: the first step (or epoch) where a logged loss is NaN/Inf; a log has no layers."""
+    from .hyper import run_curves
+    run = run_curves(ctx)
+    nf = run.verdict.evidence.get("first_nonfinite") if run is not None else None
+    if nf is None:
+        return None
+    log = ctx.curve
+    curve = "training" if nf["curve"] == "train" else "validation"
+    series = log.train if nf["curve"] == "train" else (log.val or [])
+    before = [y for x, y in series if x < nf["step"] and y is not None][-3:]
+    return Finding("G400", f"the {curve} loss is non-finite (NaN/Inf) from {log.axis} {nf['step']:g} of the "
+                           f"{ctx.run_name}",
+                   f"lower the learning rate, clip gradients ({CLIP_CODE.format(clip=DEFAULT_CLIP)}), "
+                   "check the data for NaN/Inf and use a logits loss (cross_entropy / bce_with_logits) "
+                   "rather than log(softmax) or log(sigmoid); to find the layer, run the training under "
+                   "nn_doctor.Monitor",
+                   {**run.evidence, "step": nf["step"], "axis": log.axis, "curve": nf["curve"], "where": "loss",
+                    "layer": None, "last_finite_losses": before,
+                    "note": "a loss log has no per-layer data: nn_doctor.Monitor names the first layer"})
 
 
 def _non_finite_at_init(ctx: ProbeContext, rec: ProbeRecord) -> Finding:
@@ -179,13 +231,13 @@ def _non_finite_at_init(ctx: ProbeContext, rec: ProbeRecord) -> Finding:
 
 # ---- G401 ------------------------------------------------------------------------------------
 
-@check("G401")
+@check("G401", needs=("layers",))
 def check_vanishing_gradients(ctx: ProbeContext) -> Finding | None:
     """G401 vanishing-gradients: the first layers' grad norm is orders of magnitude below the last layers'."""
     rec = _record(ctx)
     if rec is None or not rec.init_layers:
         return None
-    if ctx.spec.model.init.scheme == "zeros":
+    if _init_scheme(ctx) == "zeros":
         return None   # exactly-zero gradients of a zero init: M204 and G405 report it
     if any(v >= 1.0 for v in _dead_fractions(rec).values()):
         return None   # a fully dead ReLU layer passes no gradient to the layers before it: G403's, not vanishing
@@ -206,11 +258,16 @@ def check_vanishing_gradients(ctx: ProbeContext) -> Finding | None:
     first_norm = max(g0[first], gl[first])
     ev = {"grad_norm_init": {n: g0[n] for n in names}, f"grad_norm_step_{step}": {n: gl[n] for n in names},
           "ratio_first_last": ratio, "thresholds": {"ratio": VANISH_RATIO, "zero": VANISH_ZERO},
-          "activations": sorted(set(hidden_activations(ctx))), "init": str(ctx.spec.model.init)}
+          "activations": sorted(set(hidden_activations(ctx))), "init": _init_name(ctx)}
     severity = "error" if first_norm < VANISH_ZERO else None
     patch = _saturating_patch(ctx)
     sat = any(a in SATURATING for a in hidden_activations(ctx))
-    if sat:
+    if ctx.spec is None:
+        fix = ("use nn.ReLU for the hidden activations with He (kaiming) init, or add nn.BatchNorm1d after each "
+               "linear layer, or residual connections" if sat else
+               "add nn.BatchNorm1d after the weight layers, or residual connections, and check that the init suits "
+               "the activation (He/kaiming for ReLU)")
+    elif sat:
         fix = ("use relu for the hidden activations and set model.init: he (or add batchnorm1d after each linear, "
                "or residual connections)")
     elif patch:
@@ -237,7 +294,7 @@ def total_grad_norms(rec: ProbeRecord) -> list[tuple[int, float | None]]:
     return out
 
 
-@check("G402")
+@check("G402", needs=("layers",), uses=("lr",))
 def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
     """G402 exploding-gradients: total grad norm very large, growing fast, or overflowing."""
     rec = _record(ctx)
@@ -257,7 +314,7 @@ def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
     if len(finite) >= 2 and finite[0][1] > 0:
         later = max(v for _, v in finite[1:])
         growth = later / finite[0][1] if later >= EXPLODE_GROWTH_FLOOR else None
-    ev = {"total_grad_norm": {str(s): v for s, v in totals}, "grad_clip": ctx.spec.optimizer.grad_clip,
+    ev = {"total_grad_norm": {str(s): v for s, v in totals}, "grad_clip": ctx.setting("grad_clip"),
           "thresholds": {"norm": EXPLODE_NORM, "growth": EXPLODE_GROWTH, "growth_floor": EXPLODE_GROWTH_FLOOR}}
     if growth is not None:
         ev["growth"] = growth
@@ -266,25 +323,28 @@ def check_exploding_gradients(ctx: ProbeContext) -> Finding | None:
     elif big is not None and big[1] > EXPLODE_NORM:
         what, severity = f"the total gradient norm reaches {big[1]:.3g} at step {big[0]} (> {EXPLODE_NORM:g})", None
     elif growth is not None and growth > EXPLODE_GROWTH:
-        what, severity = f"the total gradient norm grows {growth:.3g}x within the probe (> {EXPLODE_GROWTH:g}x)", None
+        what, severity = (f"the total gradient norm grows {growth:.3g}x within the "
+                           f"{'probe' if ctx.source == 'probe' else ctx.run_name} (> {EXPLODE_GROWTH:g}x)"), None
     else:
         return None
-    opt = ctx.spec.optimizer
+    opt = ctx.spec.optimizer if ctx.spec is not None else None
     rec_lr = _recommended_lr(ctx)
-    if opt.grad_clip is None:
+    if opt is None:
+        fix, patch = f"clip the gradients: {CLIP_CODE.format(clip=DEFAULT_CLIP)}; or lower the learning rate", None
+    elif opt.grad_clip is None:
         fix, patch = f"set optimizer.grad_clip: {DEFAULT_CLIP:g}", {"optimizer.grad_clip": DEFAULT_CLIP}
     elif rec_lr and rec_lr < opt.lr:
         fix, patch = f"lower optimizer.lr from {opt.lr:g} to {rec_lr:g}", {"optimizer.lr": rec_lr}
     else:
         fix, patch = "lower optimizer.lr, add batchnorm1d/layernorm", None
-    if ctx.spec.data.normalize == "none":
-        fix += "; set data.normalize: standardize"
+    if ctx.inputs_unscaled:
+        fix += "; " + _standardize(ctx)
     return Finding("G402", f"gradients explode: {what}", fix, ev, severity=severity, patch=patch)
 
 
 # ---- G403 ------------------------------------------------------------------------------------
 
-@check("G403")
+@check("G403", needs=("layers",))
 def check_dead_relu(ctx: ProbeContext) -> Finding | None:
     """G403 dead-relu: a large fraction of a ReLU layer's units inactive on the whole probe batch."""
     rec = _record(ctx)
@@ -297,23 +357,25 @@ def check_dead_relu(ctx: ProbeContext) -> Finding | None:
     worst = max(bad, key=bad.get)
     step, _ = _last_stats(rec)
     ev = {"dead_fraction": dead, "dead_fraction_init": {n: rec.init_layers.get(n, {}).get("dead_frac") for n in dead},
-          "step": step, "threshold": DEAD_FRACTION, "window": STAT_WINDOW, "lr": ctx.spec.optimizer.lr}
+          "step": step, "threshold": DEAD_FRACTION, "window": STAT_WINDOW, "lr": ctx.setting("lr")}
     # a layer with every unit dead passes no signal at all: training cannot use what is before it
     severity = "error" if bad[worst] >= 1.0 else None
     layers = layer_dicts(ctx)
     patch = {"model.layers": _replace_activation(layers, {"relu", "relu6"}, "leaky_relu")} if layers else None
-    fix = "use leaky_relu (or elu) instead of relu"
-    if ctx.spec.data.normalize == "none":
-        fix += "; set data.normalize: standardize"
-    fix += f"; if the lr is high (now {ctx.spec.optimizer.lr:g}), lower it"
-    return Finding("G403", f"dead ReLUs: {bad[worst]:.0%} of the units of {worst} never activate on a probe batch "
+    fix = ctx.fix_text("use leaky_relu (or elu) instead of relu", "use nn.LeakyReLU (or nn.ELU) instead of nn.ReLU")
+    if ctx.inputs_unscaled:
+        fix += "; " + _standardize(ctx)
+    lr = ctx.setting("lr")
+    fix += f"; if the lr is high (now {lr:g}), lower it" if lr is not None else "; if the lr is high, lower it"
+    return Finding("G403", f"dead ReLUs: {bad[worst]:.0%} of the units of {worst} never activate on a "
+                           f"{_batch_word(ctx)} batch "
                            f"at step {step} ({len(bad)} layer{'s' if len(bad) > 1 else ''} >= {DEAD_FRACTION:.0%})",
                    fix, ev, severity=severity, patch=patch)
 
 
 # ---- G404 ------------------------------------------------------------------------------------
 
-@check("G404")
+@check("G404", needs=("layers",))
 def check_saturated_activations(ctx: ProbeContext) -> Finding | None:
     """G404 saturated-activations: sigmoid/tanh outputs mostly in their flat regions."""
     rec = _record(ctx)
@@ -326,11 +388,14 @@ def check_saturated_activations(ctx: ProbeContext) -> Finding | None:
     worst = max(bad, key=bad.get)
     step, _ = _last_stats(rec)
     ev = {"saturated_fraction": sat, "step": step, "threshold": SATURATED_FRACTION, "window": STAT_WINDOW,
-          "normalize": ctx.spec.data.normalize,
+          "normalize": ctx.spec.data.normalize if ctx.spec is not None else None,
           "flat_region": "sigmoid within 0.01 of 0/1, |tanh| > 0.99"}
-    if ctx.spec.data.normalize == "none":
-        fix, patch = "set data.normalize: standardize (large inputs drive the units into the flat region)", \
-            {"data.normalize": "standardize"}
+    if ctx.inputs_unscaled:
+        fix = _standardize(ctx) + " (large inputs drive the units into the flat region)"
+        patch = {"data.normalize": "standardize"} if ctx.spec is not None else None
+    elif ctx.spec is None:
+        fix, patch = ("use nn.ReLU for the hidden activations with He (kaiming) init, or add nn.BatchNorm1d before "
+                      "them"), None
     else:
         layers = layer_dicts(ctx)
         fix = "use relu for the hidden activations with model.init: he, or add batchnorm1d before them"
@@ -342,9 +407,15 @@ def check_saturated_activations(ctx: ProbeContext) -> Finding | None:
 
 # ---- G405 ------------------------------------------------------------------------------------
 
-@check("G405")
-def check_params_not_updating(ctx: ProbeContext) -> Finding | None:
-    """G405 params-not-updating: parameters without a gradient, or unchanged after the probe's steps."""
+@check("G405", needs=("layers",))
+def check_params_not_updating(ctx: ProbeContext) -> list[Finding] | None:
+    """G405 params-not-updating: parameters without a gradient, or unchanged after the run's steps; and
+    the parameters the user's training step leaves alone (frozen, not in the optimizer, not updated)."""
+    found = [f for f in (_params_in_run(ctx), _params_in_user_step(ctx)) if f is not None]
+    return found or None
+
+
+def _params_in_run(ctx: ProbeContext) -> Finding | None:
     rec = ctx.baseline
     if rec is None or rec.error is not None:
         return None
@@ -353,7 +424,7 @@ def check_params_not_updating(ctx: ProbeContext) -> Finding | None:
     if not no_grad and not unchanged:
         return None
     ev = {"params_without_grad": no_grad, "params_unchanged": unchanged, "steps": rec.steps_run,
-          "init": str(ctx.spec.model.init)}
+          "init": _init_name(ctx)}
     parts = []
     if no_grad:
         parts.append(f"{len(no_grad)} get no gradient ({', '.join(no_grad[:6])}{', ...' if len(no_grad) > 6 else ''})")
@@ -361,7 +432,7 @@ def check_params_not_updating(ctx: ProbeContext) -> Finding | None:
         parts.append(f"{len(unchanged)} never change in {rec.steps_run} steps "
                      f"({', '.join(unchanged[:6])}{', ...' if len(unchanged) > 6 else ''})")
     patch = None
-    if ctx.spec.model.init.scheme in ("zeros", "constant"):
+    if _init_scheme(ctx) in ("zeros", "constant"):
         good = recommended_init(ctx)
         fix = (f"set model.init: {good}: with {ctx.spec.model.init} weights the hidden units output the same value "
                f"and these parameters get exactly zero gradient")
@@ -373,6 +444,15 @@ def check_params_not_updating(ctx: ProbeContext) -> Finding | None:
         fix = ("they receive zero gradient: check for dead units (G403), detach()/no_grad in forward(), or "
                "parameters left out of the optimizer")
     return Finding("G405", f"parameters not updating: {'; '.join(parts)}", fix, ev, patch=patch)
+
+
+def _params_in_user_step(ctx: ProbeContext) -> Finding | None:
+    """The parameters the harness saw the user's training step leave alone (checks/user_step.py reads the rest)."""
+    found = params_left_alone(ctx.user_step)
+    if found is None:
+        return None
+    message, fix, evidence, severity = found
+    return Finding("G405", message, fix, evidence, severity=severity)
 
 
 # ---- G406 ------------------------------------------------------------------------------------
@@ -388,7 +468,7 @@ def update_ratios(rec: ProbeRecord) -> dict[str, float]:
     return out
 
 
-@check("G406")
+@check("G406", needs=("layers",), uses=("lr",))
 def check_update_ratio(ctx: ProbeContext) -> Finding | None:
     """G406 update-ratio: the update-to-weight norm ratio far from ~1e-3."""
     rec = _record(ctx)
@@ -404,22 +484,26 @@ def check_update_ratio(ctx: ProbeContext) -> Finding | None:
     if UPDATE_RATIO_LOW <= med <= UPDATE_RATIO_HIGH:
         return None
     big = med > UPDATE_RATIO_HIGH
-    lr = ctx.spec.optimizer.lr
+    lr = ctx.setting("lr")
     rec_lr = _recommended_lr(ctx)
-    if rec_lr and (rec_lr < lr if big else rec_lr > lr):
+    if lr is None:   # a monitored run without its optimizer: the ratio is known, the lr is not
+        new_lr, how = None, f"to bring the ratio near {UPDATE_RATIO_TARGET:g}"
+    elif rec_lr and (rec_lr < lr if big else rec_lr > lr):
         new_lr, how = rec_lr, "the lr probe's recommendation"
     else:
         # the update is proportional to the lr: scale it towards the target ratio (at most 100x)
         factor = min(max(UPDATE_RATIO_TARGET / med, 1e-2), 1e2)
         new_lr, how = float(f"{lr * factor:.1g}"), f"to bring the ratio near {UPDATE_RATIO_TARGET:g}"
-    ev = {"update_ratio": ratios, "median": med, "lr": lr, "optimizer": ctx.spec.optimizer.name,
+    ev = {"update_ratio": ratios, "median": med, "lr": lr, "optimizer": ctx.setting("name"),
           "thresholds": {"target": UPDATE_RATIO_TARGET, "low": UPDATE_RATIO_LOW, "high": UPDATE_RATIO_HIGH}}
     return Finding("G406", f"update/weight ratio {med:.2g} (median over layers and recorded steps) is "
                            f"{'above' if big else 'below'} {UPDATE_RATIO_HIGH if big else UPDATE_RATIO_LOW:g} "
-                           f"(~{UPDATE_RATIO_TARGET:g} is healthy): updates are {'too big' if big else 'too small'} "
-                           f"at lr {lr:g}",
-                   f"{'lower' if big else 'raise'} optimizer.lr from {lr:g} to {new_lr:g} ({how})", ev,
-                   patch={"optimizer.lr": new_lr})
+                           f"(~{UPDATE_RATIO_TARGET:g} is healthy): updates are {'too big' if big else 'too small'}"
+                           + (f" at lr {lr:g}" if lr is not None else ""),
+                   f"{'lower' if big else 'raise'} "
+                   + (ctx.fix_text(f"optimizer.lr from {lr:g} to {new_lr:g}", f"the learning rate from {lr:g} to "
+                                   f"{new_lr:g}") if lr is not None else "the learning rate") + f" ({how})", ev,
+                   patch={"optimizer.lr": new_lr} if ctx.spec is not None else None)
 
 
 # ---- G407 ------------------------------------------------------------------------------------
@@ -434,7 +518,7 @@ def loss_floor(ctx: ProbeContext) -> float:
     return -(p_true * math.log(p_true) + (C - 1) * p_other * math.log(p_other))
 
 
-@check("G407")
+@check("G407", needs=("spec", "tiny"), uses=("lr",))
 def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
     """G407 cannot-overfit-small-batch: ~10 samples, many steps, and the loss does not approach zero."""
     rec = ctx.tiny
@@ -462,7 +546,7 @@ def check_cannot_overfit_small_batch(ctx: ProbeContext) -> Finding | None:
 
 # ---- G409 ------------------------------------------------------------------------------------
 
-@check("G409")
+@check("G409", needs=("spec",))   # reads every probe record the context holds
 def check_probe_crashed(ctx: ProbeContext) -> Finding | None:
     """G409 probe-crashed: a probe raised instead of training. One finding for every crash, grouped by the
     exception: a crash is never silence (an lr table of errors once ended "Healthy")."""

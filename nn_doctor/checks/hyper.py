@@ -9,15 +9,17 @@ not told apart on noise.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .. import curves, lr_search
+from ..lr_search import LrStatus
 from ..probe import DIVERGE_FACTOR, ProbeRecord
 from ..report import Finding
-from . import check
+from . import check, codes_for_step
 from .context import ProbeContext
 
-HYPER_CODES = ["H300", "H301", "H302", "H303", "H304", "H305", "H306", "H307", "H308"]
+HYPER_CODES = codes_for_step("H")   # the catalogue's codes of this step
 
 # ---- thresholds -------------------------------------------------------------------------------------
 CLEAR_MARGIN = 0.2        # "clearly lower" (H302/H303/H307): >= 20% below the other run's loss ...
@@ -45,6 +47,11 @@ def _g(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3g}"
 
 
+def _breaks(status: LrStatus | None) -> bool:
+    """The lr probe diverged or oscillated: the lr is too high."""
+    return status is not None and LrStatus(status).breaks_training
+
+
 def _lr(x: float | None) -> str:
     return "n/a" if x is None else f"{x:g}"
 
@@ -57,13 +64,13 @@ def _losses(rec: ProbeRecord | None) -> dict[str, Any] | None:
             "steps": rec.steps_run, "stopped": rec.stopped, "error": rec.error, "overrides": rec.overrides}
 
 
-def _path(rec: dict[str, Any] | None) -> str:
+def _path(summary: dict[str, Any] | None) -> str:
     """'1.06 -> 0.0922' (or where it stopped) for one probe summary."""
-    if rec is None:
+    if summary is None:
         return "not probed"
-    if rec.get("stopped") in ("diverged", "non-finite"):
-        return f"{_g(rec.get('initial_loss'))} -> {rec['stopped']} at step {rec.get('steps')}"
-    return f"{_g(rec.get('initial_loss'))} -> {_g(rec.get('final_loss'))}"
+    if summary.get("stopped") in ("diverged", "non-finite"):
+        return f"{_g(summary.get('initial_loss'))} -> {summary['stopped']} at step {summary.get('steps')}"
+    return f"{_g(summary.get('initial_loss'))} -> {_g(summary.get('final_loss'))}"
 
 
 def clearly_lower(a: float | None, b: float | None, ref: float | None) -> bool:
@@ -83,9 +90,16 @@ def _start(rec: ProbeRecord, use_val: bool) -> float | None:
 
 
 def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
-    """The seeds/003 pattern of the baseline probe: per-step training losses (denser than the two
-    full-batch points of train_eval; the curve classifier smooths them) against the validation losses.
-    A probe that stopped because its smoothed loss blew up is diverging whatever its last steps show."""
+    """The seeds/003 pattern of the run's curves: the logged run's (check-curves), else the baseline
+    record's per-step training losses (denser than the two full-batch points of train_eval; the curve
+    classifier smooths them) against its validation losses. A probe that stopped because its smoothed loss
+    blew up is diverging whatever its last steps show; a run that "learned" only as far as the constant
+    prediction's loss (the record's reference_loss) is a prior-collapse."""
+    if ctx.curve is not None:
+        try:
+            return curves.classify_curves(ctx.curve.train, ctx.curve.val)
+        except ValueError:   # fewer than MIN_POINTS finite training points
+            return None
     b = ctx.baseline
     if b is None or b.error is not None or len(b.losses) < curves.MIN_POINTS:
         return None
@@ -94,7 +108,54 @@ def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
                                                 f"above {DIVERGE_FACTOR:g}x its start",
                                    {"stopped": b.stopped, "steps": b.steps_run, "initial_loss": b.initial_loss,
                                     "thresholds": {"diverge_factor": DIVERGE_FACTOR}})
-    return curves.classify_curves(list(enumerate(b.losses)), b.val_losses or None)
+    verdict = curves.classify_curves(list(enumerate(b.losses)), b.val_losses or None)
+    ref = b.reference_loss
+    if verdict.pattern == "learning" and ref is not None and b.final_loss is not None \
+            and b.final_loss > curves.PRIOR_MARGIN * ref:
+        evidence = {**verdict.evidence, "learning_by_trend": verdict.reason, "final_loss": b.final_loss,
+                    "reference_loss": ref, "metrics": dict(b.metrics),
+                    "thresholds": {**verdict.evidence.get("thresholds", {}), "prior_margin": curves.PRIOR_MARGIN}}
+        return curves.make_verdict(
+            "prior-collapse", f"the training loss fell ({_g(b.initial_loss)} -> {_g(b.final_loss)}) but not below "
+                              f"{curves.PRIOR_MARGIN:.0%} of a constant prediction's loss ({_g(ref)})",
+            evidence, verdict.still_falling, verdict.train_trend, verdict.val_trend)
+    return verdict
+
+
+@dataclass
+class RunCurves:
+    """The curve checks' view of the run, whichever producer made it: its verdict and its losses."""
+
+    verdict: curves.CurveVerdict
+    span: str                        # "150-step baseline probe", "300-step monitored run", "42-point logged run"
+    axis: str                        # the x axis of step numbers: "step" or "epoch"
+    last: float | None               # the last step (or epoch) of the run
+    initial_loss: float | None
+    final_loss: float | None
+    initial_val_loss: float | None
+    final_val_loss: float | None
+    ok: bool                         # finished with finite losses
+    evidence: dict[str, Any]         # the verdict's evidence, plus where a log came from
+
+
+def run_curves(ctx: ProbeContext) -> RunCurves | None:
+    """The run's curves and verdict (None when there is no curve to judge)."""
+    verdict = baseline_verdict(ctx)
+    if verdict is None:
+        return None
+    ev = {"pattern": verdict.pattern, "reason": verdict.reason, "still_falling": verdict.still_falling,
+          **verdict.evidence}
+    if ctx.curve is not None:
+        log = ctx.curve
+        t, v = verdict.evidence.get("train") or {}, verdict.evidence.get("val") or {}
+        ev["log"] = {k: log.info.get(k) for k in ("path", "rows", "train_col", "val_col", "step_col", "train_points",
+                                                 "val_points", "unparsed_cells")}
+        return RunCurves(verdict, f"{len(log.train)}-point {ctx.run_name}", log.axis, t.get("last_step"),
+                         t.get("start"), t.get("end"), v.get("start"), v.get("end"),
+                         verdict.evidence.get("first_nonfinite") is None, ev)
+    b = ctx.baseline
+    return RunCurves(verdict, f"{b.steps_run}-step {ctx.run_name}", "step", b.steps_run, b.initial_loss,
+                     b.final_loss, b.initial_val_loss, b.final_val_loss, b.ok, ev)
 
 
 def _tried(ctx: ProbeContext) -> list[dict[str, Any]]:
@@ -117,33 +178,33 @@ def _best_working(ctx: ProbeContext) -> tuple[float, ProbeRecord] | None:
 
 # ---- H300 / H301: the learning rate -----------------------------------------------------------------
 
-@check("H300")
+@check("H300", needs=("spec", "lr"))
 def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     """H300 lr-too-high: the configured lr diverged or oscillated in its probe."""
     res = ctx.lr
     if res is None or res.configured is None:
         return None
     far_worse = _far_worse_than_recommended(ctx)
-    if res.configured_status not in ("diverged", "unstable") and far_worse is None:
+    if not _breaks(res.configured_status) and far_worse is None:
         return None
     conf_rec = ctx.lr_records.get(res.configured)
     if conf_rec is not None and conf_rec.initial_loss is None:
         return None   # non-finite before the first update: no lr acted yet (G400 says what did)
-    if res.recommended is None and res.configured_status != "diverged":
+    if res.recommended is None and res.configured_status != LrStatus.DIVERGED:
         return None   # no probed lr trains at all and the configured one did not blow up: not the lr
     if over_regularized(ctx) is not None:
         return None   # the weight decay / dropout holds it back at every lr (H303)
     conf = _summary(ctx, res.configured)
-    rec = _summary(ctx, res.recommended)
+    recommended = _summary(ctx, res.recommended)
     best = _best_working(ctx)
     evidence = {"configured_lr": res.configured, "configured_status": res.configured_status,
                 "configured_probe": conf, "recommended_lr": res.recommended, "rule": res.rule,
-                "recommended_probe": rec or (_summary(ctx, best[0]) if best else None),
+                "recommended_probe": recommended or (_summary(ctx, best[0]) if best else None),
                 "edge_of_stability": res.edge, "tried": _tried(ctx),
                 "thresholds": {"diverge_factor": DIVERGE_FACTOR, "unstable_rise": lr_search.UNSTABLE_RISE,
                                "min_progress": lr_search.MIN_PROGRESS, "safety_factor": lr_search.SAFETY_FACTOR}}
-    if res.configured_status in ("diverged", "unstable"):
-        what = "diverged" if res.configured_status == "diverged" else "oscillated"
+    if _breaks(res.configured_status):
+        what = "diverged" if res.configured_status == LrStatus.DIVERGED else "oscillated"
     else:
         what = (f"ends far above what lower lrs reach ({_g(far_worse['mine'])} vs {_g(far_worse['theirs'])} at "
                 f"lr {_lr(far_worse['best_lr'])})")
@@ -159,8 +220,8 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
     if res.edge is not None:
         message += f"; training breaks above ~{_lr(res.edge)}"
     shown = evidence["recommended_probe"]
-    if rec is not None:
-        tested = f" (its probe: loss {_path(rec)})"
+    if recommended is not None:
+        tested = f" (its probe: loss {_path(recommended)})"
     elif shown is not None:   # the recommendation is the best probe capped below the edge of stability
         tested = f" (the best probe, lr {_lr(shown['lr'])}: loss {_path(shown)})"
     else:
@@ -192,7 +253,7 @@ def lr_too_low(ctx: ProbeContext) -> dict[str, Any] | None:
     res = ctx.lr
     if res is None or res.recommended is None or res.configured is None:
         return None
-    if res.configured_status not in (lr_search.WORKING, "too-slow") or res.configured >= res.recommended:
+    if res.configured_status not in (LrStatus.CONVERGING, LrStatus.TOO_SLOW) or res.configured >= res.recommended:
         return None
     if over_regularized(ctx) is not None:
         return None   # dropout / weight decay is what slows it down (H303), not the lr
@@ -207,7 +268,7 @@ def lr_too_low(ctx: ProbeContext) -> dict[str, Any] | None:
     return {"configured": conf_rec, "best_lr": best_lr, "best": best_rec, "mine": mine, "theirs": theirs}
 
 
-@check("H301")
+@check("H301", needs=("spec", "lr"))
 def check_lr_too_low(ctx: ProbeContext) -> Finding | None:
     """H301 lr-too-low: the configured lr makes far less progress than the sweep's best lr."""
     low = lr_too_low(ctx)
@@ -232,7 +293,7 @@ def check_lr_too_low(ctx: ProbeContext) -> Finding | None:
 
 # ---- H302 / H303: batch size and regularisation ------------------------------------------------------
 
-@check("H302")
+@check("H302", needs=("spec", "batch"), uses=("curves", "lr", "memory"))
 def check_batch_size(ctx: ProbeContext) -> Finding | None:
     """H302 batch-size: another batch size fits clearly better at equal samples seen, or the configured
     one does not fit in memory.
@@ -258,7 +319,7 @@ def check_batch_size(ctx: ProbeContext) -> Finding | None:
         return None
     res = ctx.lr
     if res is not None and res.configured is not None and (
-            res.configured_status in ("diverged", "unstable") or _far_worse_than_recommended(ctx) is not None):
+            _breaks(res.configured_status) or _far_worse_than_recommended(ctx) is not None):
         return None   # at a broken lr every batch size compares noise (H300 is the finding)
     verdict = baseline_verdict(ctx)
     if verdict is not None and verdict.still_falling:
@@ -340,13 +401,6 @@ def describe_overrides(overrides: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _regularisation(ctx: ProbeContext) -> dict[str, Any]:
-    layers = ctx.spec.model.layers or []
-    drop = [lay.kwargs.get("p", 0.5) for lay in layers if lay.type.startswith("dropout")]
-    return {"weight_decay": ctx.spec.optimizer.weight_decay, "optimizer": ctx.spec.optimizer.name,
-            "dropout_p": drop}
-
-
 def over_regularized(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | None:
     """The H303 condition: the weaker-regularisation probe reaches a clearly lower training loss and a
     validation loss no worse (within NOT_WORSE_MARGIN). Returns (configured, weaker) or None."""
@@ -362,13 +416,13 @@ def over_regularized(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | Non
     return conf, weak
 
 
-@check("H303")
+@check("H303", needs=("spec", "regularization"), uses=("curves", "lr"))
 def check_over_regularized(ctx: ProbeContext) -> Finding | None:
     """H303 over-regularized: a weaker weight decay / dropout fits clearly better and validates no worse."""
     found = over_regularized(ctx)
     if found is None:
         return None
-    if ctx.lr is not None and ctx.lr.configured_status in ("diverged", "unstable") and \
+    if ctx.lr is not None and _breaks(ctx.lr.configured_status) and \
             ctx.regularization.get("configured") is not None and not ctx.regularization["configured"].ok:
         return None   # both probes ran at an lr that breaks training: H300 first
     conf, weak = found
@@ -386,31 +440,44 @@ def check_over_regularized(ctx: ProbeContext) -> Finding | None:
                    f"set {changes}", evidence, patch=dict(weak.overrides) or None)
 
 
-# ---- H304 / H305 / H306 / H308: the baseline's curves -----------------------------------------------
+# ---- H304 / H305 / H306 / H308: the run's curves ----------------------------------------------------
 
-def _curve_evidence(verdict: curves.CurveVerdict) -> dict[str, Any]:
-    return {"pattern": verdict.pattern, "reason": verdict.reason, **verdict.evidence}
+RAISED_PATTERNS = {"diverging", "data-problem"}   # H306 as a warning on the user's own run: there no lr probe
+                                                  # (H300) names a divergence and no other code a data problem
 
 
-@check("H304")
+def _regularisation(ctx: ProbeContext) -> dict[str, Any]:
+    """The run's weight decay and dropout: the spec's; for a monitored run the optimizer's weight decay."""
+    if ctx.spec is None:
+        return {"weight_decay": ctx.setting("weight_decay"), "optimizer": ctx.setting("name"), "dropout_p": None}
+    layers = ctx.spec.model.layers or []
+    drop = [lay.kwargs.get("p", 0.5) for lay in layers if lay.type.startswith("dropout")]
+    return {"weight_decay": ctx.spec.optimizer.weight_decay, "optimizer": ctx.spec.optimizer.name,
+            "dropout_p": drop}
+
+
+@check("H304", needs=("curves",))
 def check_overfitting(ctx: ProbeContext) -> Finding | None:
-    """H304 overfitting: the baseline's training loss falls while its validation loss is flat or rises."""
-    verdict = baseline_verdict(ctx)
-    if verdict is None or verdict.pattern != "overfitting":
+    """H304 overfitting: the run's training loss falls while its validation loss is flat or rises."""
+    run = run_curves(ctx)
+    if run is None or run.verdict.pattern != "overfitting" or not run.ok:
         return None
-    b = ctx.baseline
-    gap = None if b.final_val_loss is None or b.final_loss is None else b.final_val_loss - b.final_loss
-    v = verdict.evidence.get("val") or {}
-    evidence = {**_curve_evidence(verdict), "final_train_loss": b.final_loss, "final_val_loss": b.final_val_loss,
+    gap = None if run.final_val_loss is None or run.final_loss is None else run.final_val_loss - run.final_loss
+    v = run.verdict.evidence.get("val") or {}
+    evidence = {**run.evidence, "final_train_loss": run.final_loss, "final_val_loss": run.final_val_loss,
                 "generalisation_gap": gap,
-                "relative_gap": None if gap is None or not b.final_val_loss else gap / abs(b.final_val_loss),
+                "relative_gap": None if gap is None or not run.final_val_loss else gap / abs(run.final_val_loss),
                 "regularisation": _regularisation(ctx)}
-    stop = (f" (the validation loss was lowest at step {v['min_step']:g} of {b.steps_run})"
-            if v.get("min_step") and v["min_step"] < b.steps_run else "")
+    low = v.get("min_step")
+    stop = (f" (the validation loss was lowest at {run.axis} {low:g} of {run.last:g})"
+            if low and run.last is not None and low < run.last else "")
+    fix = ctx.fix_text("add dropout (a dropout layer with p 0.2-0.5 after the hidden layers) or "
+                       "optimizer.weight_decay (e.g. 1e-4)",
+                       "add dropout (nn.Dropout with p 0.2-0.5 after the hidden layers) or weight decay "
+                       "(the optimizer's weight_decay, e.g. 1e-4)")
     return Finding("H304",
-                   f"{verdict.reason}; final train {_g(b.final_loss)} vs validation {_g(b.final_val_loss)}",
-                   "add dropout (a dropout layer with p 0.2-0.5 after the hidden layers) or optimizer.weight_decay "
-                   f"(e.g. 1e-4), stop earlier{stop}, or get more training data", evidence)
+                   f"{run.verdict.reason}; final train {_g(run.final_loss)} vs validation {_g(run.final_val_loss)}",
+                   f"{fix}, stop earlier{stop}, or get more training data", evidence)
 
 
 def _best_probe(ctx: ProbeContext) -> dict[str, Any] | None:
@@ -426,74 +493,90 @@ def _best_probe(ctx: ProbeContext) -> dict[str, Any] | None:
     return {"probe": name, "initial_loss": r.initial_loss, "final_loss": r.final_loss, "steps": r.steps_run}
 
 
-@check("H305")
+def _ratio(end: float | None, start: float | None) -> float | None:
+    return end / start if end is not None and start and start > 0 else None
+
+
+@check("H305", needs=("curves",), uses=("batch", "lr", "optimizer", "regularization"))
 def check_underfitting(ctx: ProbeContext) -> Finding | None:
     """H305 underfitting: training and validation loss both stay high, and the lr is not the reason."""
-    b = ctx.baseline
-    if b is None or not b.ok or not b.initial_loss or b.final_loss is None or b.initial_loss <= 0:
-        return None
-    verdict = baseline_verdict(ctx)
-    if verdict is None or verdict.pattern in ("diverging", "overfitting"):
+    run = run_curves(ctx)
+    if run is None or not run.ok or run.verdict.pattern in ("diverging", "overfitting"):
         return None   # overfitting (H304) is the opposite diagnosis, even when label noise keeps train high
-    train_ratio = b.final_loss / b.initial_loss
-    val_ratio = (b.final_val_loss / b.initial_val_loss
-                 if b.final_val_loss is not None and b.initial_val_loss and b.initial_val_loss > 0 else None)
-    if train_ratio <= UNDERFIT_FRACTION or (val_ratio is not None and val_ratio <= UNDERFIT_FRACTION):
+    train_ratio = _ratio(run.final_loss, run.initial_loss)
+    val_ratio = _ratio(run.final_val_loss, run.initial_val_loss)
+    if train_ratio is None or train_ratio <= UNDERFIT_FRACTION or (val_ratio is not None
+                                                                   and val_ratio <= UNDERFIT_FRACTION):
         return None
     res = ctx.lr
     # a diverging/oscillating lr (H300) or a too-low one that a higher lr fixes (H301) is the explanation
-    if res is not None and (res.configured_status in ("diverged", "unstable")
-                            or (res.configured_status == "too-slow" and res.recommended is not None)
+    if res is not None and (_breaks(res.configured_status)
+                            or (res.configured_status == LrStatus.TOO_SLOW and res.recommended is not None)
                             or lr_too_low(ctx) is not None):
         return None
     if over_regularized(ctx) is not None or adam_clearly_better(ctx) is not None:
         return None   # H303 / H307 name the cause and a tested fix
-    best = _best_probe(ctx)
     reg = _regularisation(ctx)
-    hints = ["more capacity (wider or more hidden layers in model.layers)", "longer training (training.epochs)"]
-    if reg["weight_decay"] or reg["dropout_p"]:
-        hints.append("less regularisation (optimizer.weight_decay / the dropout p)")
-    evidence = {**_curve_evidence(verdict), "train_ratio": train_ratio, "val_ratio": val_ratio,
-                "initial_loss": b.initial_loss, "final_loss": b.final_loss,
-                "initial_val_loss": b.initial_val_loss, "final_val_loss": b.final_val_loss,
-                "steps": b.steps_run, "lr_status": res.configured_status if res is not None else "not probed",
-                "regularisation": reg, "best_probe": best,
+    if ctx.spec is not None:
+        hints = ["more capacity (wider or more hidden layers in model.layers)", "longer training (training.epochs)"]
+        if reg["weight_decay"] or reg["dropout_p"]:
+            hints.append("less regularisation (optimizer.weight_decay / the dropout p)")
+    else:
+        hints = ["more capacity (a wider or deeper model)", "longer training (more epochs)"]
+        if reg["weight_decay"] is None or reg["weight_decay"] > 0:
+            hints.append("less regularisation (weight decay, dropout)")
+        hints.append("a better learning rate (nn-doctor probe-lr finds one)")
+    evidence = {**run.evidence, "train_ratio": train_ratio, "val_ratio": val_ratio,
+                "initial_loss": run.initial_loss, "final_loss": run.final_loss,
+                "initial_val_loss": run.initial_val_loss, "final_val_loss": run.final_val_loss,
+                "steps": run.last, "lr_status": res.configured_status if res is not None else "not probed",
+                "regularisation": reg, "best_probe": _best_probe(ctx),
                 "thresholds": {"underfit_fraction": UNDERFIT_FRACTION}}
-    val = (f", validation {_g(b.initial_val_loss)} -> {_g(b.final_val_loss)} ({val_ratio:.0%})"
+    val = (f", validation {_g(run.initial_val_loss)} -> {_g(run.final_val_loss)} ({val_ratio:.0%})"
            if val_ratio is not None else "")
+    when = f"after {run.last:g} steps" if ctx.curve is None else f"at the end of the {run.span}"
     return Finding("H305",
-                   f"after {b.steps_run} steps the training loss is still {train_ratio:.0%} of its start "
-                   f"({_g(b.initial_loss)} -> {_g(b.final_loss)}){val}; pattern {verdict.pattern}",
+                   f"{when} the training loss is still {train_ratio:.0%} of its start "
+                   f"({_g(run.initial_loss)} -> {_g(run.final_loss)}){val}; pattern {run.verdict.pattern}",
                    "; or ".join(hints), evidence)
 
 
-@check("H306")
+@check("H306", needs=("curves",))
 def check_loss_curve_pattern(ctx: ProbeContext) -> Finding | None:
-    """H306 loss-curve-pattern: which of the seeds' five train/validation patterns the baseline shows."""
-    verdict = baseline_verdict(ctx)
-    if verdict is None:
+    """H306 loss-curve-pattern: which of the seeds' train/validation patterns the run shows."""
+    run = run_curves(ctx)
+    if run is None:
         return None
-    return Finding("H306",
-                   f"{verdict.pattern} over the {ctx.baseline.steps_run}-step baseline probe: {verdict.reason}",
-                   verdict.seeds_advice, _curve_evidence(verdict))
+    verdict, evidence = run.verdict, dict(run.evidence)
+    severity = None
+    if ctx.source != "probe" and verdict.pattern in RAISED_PATTERNS and "first_nonfinite" not in verdict.evidence \
+            and (ctx.baseline is None or ctx.baseline.first_nonfinite is None):
+        severity = "warning"
+        evidence["severity_reason"] = f"the {verdict.pattern} pattern is reported by no other code for this run"
+    return Finding("H306", f"{verdict.pattern} over the {run.span}: {verdict.reason}", verdict.seeds_advice,
+                   evidence, severity=severity)
 
 
-@check("H308")
+@check("H308", needs=("curves",))
 def check_not_converged(ctx: ProbeContext) -> Finding | None:
     """H308 not-converged: the training loss still falls steeply at the end of a configured-length run."""
-    verdict = baseline_verdict(ctx)
-    b = ctx.baseline
-    if verdict is None or not verdict.still_falling or not b.ok or ctx.arrays is None:
+    run = run_curves(ctx)
+    if run is None or not run.verdict.still_falling or not run.ok or run.verdict.pattern == "diverging":
         return None
-    t = ctx.spec.training
-    total = configured_steps(ctx)
-    if b.steps_run < CONFIGURED_COVERAGE * total:
+    frac = run.verdict.evidence["train"].get("last_quarter_drop_fraction")
+    thresholds = {"still_falling_fraction": curves.STILL_FALLING_FRACTION}
+    if ctx.source != "probe":   # the user's own run is the configured training
+        return Finding("H308", f"the training loss is still falling at the end of the {run.span}: its last "
+                               f"quarter made {frac:.0%} of the drop", "train longer (more epochs)",
+                       {**run.evidence, "steps": run.last, "last_quarter_drop_fraction": frac,
+                        "thresholds": thresholds})
+    b, total = ctx.baseline, configured_steps(ctx)
+    if ctx.curve is not None or b is None or total is None or b.steps_run < CONFIGURED_COVERAGE * total:
         return None   # a probe shorter than the training says nothing about where the training ends
-    frac = verdict.evidence["train"].get("last_quarter_drop_fraction")
-    evidence = {**_curve_evidence(verdict), "configured_steps": total, "probe_steps": b.steps_run,
+    t = ctx.spec.training
+    evidence = {**run.evidence, "configured_steps": total, "probe_steps": b.steps_run,
                 "last_quarter_drop_fraction": frac,
-                "thresholds": {"still_falling_fraction": curves.STILL_FALLING_FRACTION,
-                               "configured_coverage": CONFIGURED_COVERAGE}}
+                "thresholds": {**thresholds, "configured_coverage": CONFIGURED_COVERAGE}}
     return Finding("H308",
                    f"the training loss is still falling at the end of a {b.steps_run}-step probe (the configured "
                    f"{t.epochs} epochs are {total} steps): its last quarter made {frac:.0%} of the drop",
@@ -516,7 +599,7 @@ def adam_clearly_better(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | 
     return conf, adam
 
 
-@check("H307")
+@check("H307", needs=("spec", "optimizer"), uses=("curves",))
 def check_optimizer_choice(ctx: ProbeContext) -> Finding | None:
     """H307 optimizer-choice: Adam at 1e-3 trains clearly faster than the configured optimizer."""
     found = adam_clearly_better(ctx)

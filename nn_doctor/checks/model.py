@@ -20,10 +20,10 @@ from ..errors import ModelBuildError
 from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
 from ..report import Finding
 from ..scaling import standardize_target
-from . import check
+from . import check, codes_for_step
 from .context import ProbeContext
 
-MODEL_CODES = ["M200", "M201", "M202", "M203", "M204", "M205", "M206", "M207", "M208"]
+MODEL_CODES = codes_for_step("M")   # the catalogue's codes of this step
 
 # ---- thresholds ------------------------------------------------------------------------------
 STD_RATIO_LOW = 0.1        # M205: last/first weight-layer output std < 1/10 at init = the signal vanishes
@@ -68,8 +68,9 @@ def canon(typ: str) -> str:
 
 
 def layer_dicts(ctx: ProbeContext) -> list[dict[str, Any]] | None:
-    """spec.model.layers as plain dicts (the form a `model.layers` patch takes); None for user classes."""
-    if ctx.spec.model.class_ or not ctx.spec.model.layers:
+    """spec.model.layers as plain dicts (the form a `model.layers` patch takes); None for user classes and
+    for a run without a spec."""
+    if ctx.spec is None or ctx.spec.model.class_ or not ctx.spec.model.layers:
         return None
     return [layer.model_dump(exclude_none=True) for layer in ctx.spec.model.layers]
 
@@ -228,7 +229,7 @@ def _g(v: float | None) -> str:
 
 # ---- M200 ------------------------------------------------------------------------------------
 
-@check("M200")
+@check("M200", needs=("spec", "model"))
 def check_model_build_failed(ctx: ProbeContext) -> Finding | None:
     """M200 model-build-failed: the model does not build or its dummy forward fails."""
     err = ctx.build_error
@@ -249,7 +250,7 @@ def check_model_build_failed(ctx: ProbeContext) -> Finding | None:
 
 # ---- M201 ------------------------------------------------------------------------------------
 
-@check("M201")
+@check("M201", needs=("spec", "model", "arrays"))
 def check_output_size_mismatch(ctx: ProbeContext) -> Finding | None:
     """M201 output-size-mismatch: output units != classes (or target dimensions)."""
     want = expected_outputs(ctx)
@@ -280,7 +281,7 @@ def check_output_size_mismatch(ctx: ProbeContext) -> Finding | None:
 
 # ---- M202 ------------------------------------------------------------------------------------
 
-@check("M202")
+@check("M202", needs=("spec", "model", "arrays"))
 def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
     """M202 output-activation-mismatch: the last activation does not fit the loss or the target's range."""
     summary = ctx.model_summary
@@ -358,7 +359,7 @@ def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
 
 # ---- M203 ------------------------------------------------------------------------------------
 
-@check("M203")
+@check("M203", needs=("spec", "arrays"))
 def check_loss_task_mismatch(ctx: ProbeContext) -> Finding | None:
     """M203 loss-task-mismatch: MSE/L1 on class labels, cross-entropy on a continuous target, BCE on multi-class."""
     if ctx.arrays is None:
@@ -431,7 +432,7 @@ def symmetric_layers(ctx: ProbeContext) -> list[str]:
     return out
 
 
-@check("M204")
+@check("M204", needs=("spec", "init"))
 def check_symmetric_init(ctx: ProbeContext) -> Finding | None:
     """M204 symmetric-init: zeros/constant weights make the units of a layer identical."""
     init = ctx.spec.model.init
@@ -459,7 +460,7 @@ def check_symmetric_init(ctx: ProbeContext) -> Finding | None:
 
 # ---- M205 ------------------------------------------------------------------------------------
 
-@check("M205")
+@check("M205", needs=("spec", "init"))
 def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
     """M205 init-scale-mismatch: the output std of the weight layers shrinks or grows by a large factor at init."""
     rec = ctx.init
@@ -495,7 +496,7 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
 
 # ---- M206 ------------------------------------------------------------------------------------
 
-@check("M206")
+@check("M206", needs=("spec", "model"), uses=("init",))
 def check_saturating_deep_network(ctx: ProbeContext) -> Finding | None:
     """M206 saturating-deep-network: many sigmoid/tanh layers without normalisation or residual connections."""
     s = ctx.model_summary
@@ -542,7 +543,7 @@ def expected_initial_loss(ctx: ProbeContext) -> tuple[float, str] | None:
     return None
 
 
-@check("M207")
+@check("M207", needs=("spec", "init", "arrays"))
 def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
     """M207 abnormal-initial-loss: the loss at init is far from ln C (cross-entropy) or mean(y^2) (MSE)."""
     rec = ctx.init
@@ -609,7 +610,7 @@ def widths(layers: list[dict]) -> list[int]:
     return [int(l.get("out") or 0) for l in layers if canon(l["type"]) == "linear"][:-1]
 
 
-@check("M208")
+@check("M208", needs=("spec", "subset", "arrays"), uses=("lr",))
 def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
     """M208 capacity-mismatch: cannot fit a small subset while small, or far more parameters than rows."""
     found = []

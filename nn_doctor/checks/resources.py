@@ -9,8 +9,6 @@ from ..report import Finding
 from . import check
 from .context import ProbeContext
 
-RESOURCE_CODES = ["R500", "R501", "R502", "R503", "R504"]
-
 HEADROOM_TIGHT = 0.8     # peak > 80% of the GPU's memory: one bigger batch or sequence away from OOM
 AMP_WORTH_IT = 0.25      # mixed precision advice when a step uses > 25% of the GPU (halves activation memory)
 AMP_MIN_PARAMS = 1_000_000  # ... or the model is big enough that bf16 matmuls pay off
@@ -20,7 +18,7 @@ def _gib(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
-@check("R500")
+@check("R500", needs=("env",))
 def check_device(ctx: ProbeContext) -> Finding | None:
     """R500: which device ran the probes; a warning when a GPU is present but unused."""
     if "torch" not in sys.modules:
@@ -33,15 +31,20 @@ def check_device(ctx: ProbeContext) -> Finding | None:
         ev["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     if ctx.device == "cpu" and (has_cuda or has_mps):
         gpu = "cuda" if has_cuda else "mps"
-        return Finding("R500", f"the probes ran on the CPU although a GPU ({gpu}) is available", 
-                       f"set training.device: {gpu} (or auto)", ev, severity="warning",
-                       patch={"training.device": "auto"})
+        return Finding("R500", f"the {_runs(ctx)} ran on the CPU although a GPU ({gpu}) is available",
+                       ctx.fix_text(f"set training.device: {gpu} (or auto)",
+                                    f"move the model and each batch to the GPU (model.to('{gpu}'), x.to('{gpu}'))"),
+                       ev, severity="warning", patch={"training.device": "auto"} if ctx.spec is not None else None)
     what = ev["gpus"][0] if ctx.device.startswith("cuda") and has_cuda else ("the CPU (no GPU found)"
                                                                                if ctx.device == "cpu" else ctx.device)
-    return Finding("R500", f"probes ran on {ctx.device}: {what}", "-", ev)
+    return Finding("R500", f"{_runs(ctx)} ran on {ctx.device}: {what}", "-", ev)
 
 
-@check("R501")
+def _runs(ctx: ProbeContext) -> str:
+    return "probes" if ctx.source == "probe" else "training"
+
+
+@check("R501", needs=("spec", "memory"))
 def check_out_of_memory(ctx: ProbeContext) -> Finding | None:
     """R501: the configured batch size runs out of device memory (tried for real on CUDA)."""
     mem = ctx.memory or {}
@@ -59,7 +62,7 @@ def check_out_of_memory(ctx: ProbeContext) -> Finding | None:
                    mem, patch={"training.batch_size": int(best)})
 
 
-@check("R502")
+@check("R502", needs=("memory",))
 def check_memory_headroom(ctx: ProbeContext) -> Finding | None:
     """R502: peak memory per step vs what the device has; whether mixed precision would help."""
     mem = ctx.memory or {}
@@ -83,11 +86,15 @@ def check_memory_headroom(ctx: ProbeContext) -> Finding | None:
     return None
 
 
-@check("R503")
+@check("R503", needs=("timing",))
 def check_throughput(ctx: ProbeContext) -> Finding | None:
     """R503: step time, samples/s, and how long the configured training would take."""
     rec = ctx.baseline
-    if rec is None or not rec.step_time_s or ctx.arrays is None:
+    if rec is None or not rec.step_time_s:
+        return None
+    if ctx.spec is None:
+        return _monitored_throughput(ctx)
+    if ctx.arrays is None:
         return None
     spec = ctx.spec
     n = len(ctx.arrays.X)
@@ -98,15 +105,30 @@ def check_throughput(ctx: ProbeContext) -> Finding | None:
           "steps_per_epoch": math.ceil(n / bs), "epochs": spec.training.epochs, "estimated_training_s": total,
           "note": "probe step time includes the doctor's instrumentation on recorded steps"}
     return Finding("R503", f"{rec.step_time_s * 1e3:.2f} ms per step ({bs / rec.step_time_s:,.0f} samples/s) on "
-                   f"{ctx.device}: {spec.training.epochs} epochs x {math.ceil(n / bs)} steps ≈ {_dur(total)}",
+                   f"{ctx.device}: {spec.training.epochs} epochs x {math.ceil(n / bs)} steps ≈ {duration(total)}",
                    "-", ev)
 
 
-def _dur(s: float) -> str:
+def _monitored_throughput(ctx: ProbeContext) -> Finding:
+    """R503 for the user's own run: its measured step time and how long it took."""
+    rec = ctx.baseline
+    bs = (rec.settings or {}).get("batch_size")
+    ev = {"step_time_ms": rec.step_time_s * 1e3, "steps": rec.steps_run, "batch_size": bs,
+          "monitored_s": rec.wall_s, "record_interval": (rec.settings or {}).get("record_interval"),
+          "note": "median over windows of the run without a validation pass; includes the monitor's cost"}
+    rate = f" ({bs / rec.step_time_s:,.0f} samples/s)" if bs else ""
+    if bs:
+        ev["samples_per_s"] = bs / rec.step_time_s
+    return Finding("R503", f"{rec.step_time_s * 1e3:.2f} ms per training step{rate} on {ctx.device}; the "
+                           f"{ctx.run_name} took {duration(rec.wall_s)} for {rec.steps_run} steps", "-", ev)
+
+
+def duration(s: float) -> str:
+    """Seconds as '4.2 s', '3.5 min' or '2.1 h'."""
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-@check("R504")
+@check("R504", needs=("env",))
 def check_environment(ctx: ProbeContext) -> Finding | None:
     """R504: torch/python versions, deterministic settings, CPU threads."""
     if "torch" not in sys.modules:

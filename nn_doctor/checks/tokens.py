@@ -78,7 +78,7 @@ def _trailing_run(X: np.ndarray, pad: int) -> np.ndarray:
     return T - 1 - last_real
 
 
-@check("D115")
+@check("D115", needs=("data",))
 def check_token_ids(ctx) -> Finding | None:
     """D115 token-id-out-of-range: ids outside 0..vocab-1 (or not integers); the probes cannot start."""
     tok = _tok(ctx)
@@ -120,7 +120,7 @@ def check_token_ids(ctx) -> Finding | None:
                    + "; the embedding cannot look them up, so no probe can run on these data", fix, ev)
 
 
-@check("D116")
+@check("D116", needs=("data",))
 def check_padding(ctx) -> Finding | None:
     """D116 padding-unmasked: padding the model cannot mask, or sequences that are mostly padding."""
     tok = _tok(ctx)
@@ -158,7 +158,7 @@ def check_padding(ctx) -> Finding | None:
     return None
 
 
-@check("D117")
+@check("D117", needs=("data",))
 def check_length_spread(ctx) -> Finding | None:
     """D117 sequence-length-spread: the longest sequence many times the median one."""
     tok = _tok(ctx)
@@ -208,7 +208,7 @@ def _near_dup_share(X: np.ndarray) -> tuple[float, np.ndarray]:
     return float(hit.mean()), np.flatnonzero(hit)
 
 
-@check("D118")
+@check("D118", needs=("data",))
 def check_degenerate_sequences(ctx) -> Finding | None:
     """D118 degenerate-sequences: constant sequences, or near-duplicates far above chance."""
     tok = _tok(ctx)

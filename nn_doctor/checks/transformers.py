@@ -61,7 +61,7 @@ def _status_text(rec: ProbeRecord) -> str:
 
 # ---- step 3 ------------------------------------------------------------------------------------
 
-@check("H309")
+@check("H309", needs=("curves", "extra"), uses=("lr",))
 def check_no_warmup(ctx: ProbeContext) -> Finding | None:
     """H309 no-warmup: the configured run breaks and the same lr with a warmup trains."""
     warm, base = ctx.extra.get("warmup"), ctx.baseline
@@ -84,7 +84,7 @@ def check_no_warmup(ctx: ProbeContext) -> Finding | None:
     return f
 
 
-@check("H310")
+@check("H310", needs=("lr",))
 def check_lr_below_range(ctx: ProbeContext) -> Finding | None:
     """H310 lr-below-search-range: nothing from max_lr to min_lr works; a lower, verified lr does."""
     res = ctx.lr
@@ -109,7 +109,7 @@ def check_lr_below_range(ctx: ProbeContext) -> Finding | None:
     return f
 
 
-@check("H311")
+@check("H311", needs=("curves", "extra"))
 def check_decay_norm_bias(ctx: ProbeContext) -> Finding | None:
     """H311 weight-decay-on-norm-bias: exempting norm gains and biases trains measurably better."""
     fixed, base = ctx.extra.get("no_decay_norm_bias"), ctx.baseline
@@ -130,7 +130,7 @@ def check_decay_norm_bias(ctx: ProbeContext) -> Finding | None:
 
 # ---- step 4 ------------------------------------------------------------------------------------
 
-@check("G410")
+@check("G410", needs=("curves",), uses=("extra",))
 def check_fp16_overflow(ctx: ProbeContext) -> Finding | None:
     """G410 fp16-overflow: fp16 values overflowed (the probe died) or the loss scale collapsed."""
     base = ctx.baseline
@@ -179,7 +179,7 @@ def _heads(stats: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-@check("G411")
+@check("G411", needs=("layers",), uses=("lr",))
 def check_attention_collapse(ctx: ProbeContext) -> Finding | None:
     """G411 attention-collapse: heads with near-zero entropy at init or at the end of the probe, or uniform
     attention throughout a probe that does not learn."""
@@ -229,28 +229,65 @@ def check_attention_collapse(ctx: ProbeContext) -> Finding | None:
     return None
 
 
-def _step_bug_findings(ctx: ProbeContext, code: str) -> list[Finding]:
+ACCUM_COS = 0.99          # G412/G413: the step's gradient points the same way as a reference: cosine > 0.99 (a
+                          # correct step matches the mean to float precision; on wine split in 4 the two references
+                          # differ at cosine ~0.4)
+ACCUM_DISTINCT_COS = 0.95  # the mean and the last micro-batch's gradient must differ (cosine < 0.95) to tell
+                           # "last micro-batch only" from "all of them"
+ACCUM_SCALE_TOL = 0.2     # G412: |gradient| / |mean gradient| within 20% of k: summed, not averaged
+
+
+def _accumulation(ctx: ProbeContext) -> tuple[Any, dict[str, Any]] | None:
     diag = ctx.user_step
-    if diag is None:
-        return []
-    out = []
-    for bug in diag.bugs:
-        if bug.code != code:
-            continue
-        ev = {"step_function": diag.ref, "bug": bug.kind, **bug.evidence}
-        if diag.source:
-            ev.setdefault("defined_at", diag.source)
-        out.append(Finding(code, f"{diag.ref}: {bug.message}", bug.fix, ev, severity=bug.severity))
-    return out
+    acc = diag.measurements.get("accumulation") if diag is not None else None
+    if not acc or "cos_with_mean_grad" not in acc:
+        return None
+    return diag, acc
 
 
-@check("G412")
-def check_accumulation_not_divided(ctx: ProbeContext) -> list[Finding]:
-    """G412 accumulation-loss-not-divided, from the user-step harness (user_step.diagnose_accumulation)."""
-    return _step_bug_findings(ctx, "G412")
+def _step_evidence(diag, acc: dict[str, Any]) -> dict[str, Any]:
+    ev = {"step_function": diag.ref, **{k: v for k, v in acc.items()}}
+    if diag.source:
+        ev["defined_at"] = diag.source
+    return ev
 
 
-@check("G413")
-def check_zero_grad_micro_step(ctx: ProbeContext) -> list[Finding]:
-    """G413 zero-grad-every-micro-step, from the user-step harness (user_step.diagnose_accumulation)."""
-    return _step_bug_findings(ctx, "G413")
+def _at_line(diag, key: str) -> str:
+    line = (diag.lines or {}).get(key)
+    return f" (at {line})" if line else ""
+
+
+@check("G412", needs=("user_step",))
+def check_accumulation_not_divided(ctx: ProbeContext) -> Finding | None:
+    """G412 accumulation-loss-not-divided: the accumulated gradient is k x the mean micro-batch gradient."""
+    got = _accumulation(ctx)
+    if got is None:
+        return None
+    diag, acc = got
+    k, ratio = acc["accumulate"], acc["grad_to_mean_ratio"]
+    if _zeroed_per_micro(acc) or not (acc["cos_with_mean_grad"] > ACCUM_COS and abs(ratio / k - 1) < ACCUM_SCALE_TOL):
+        return None
+    return Finding("G412", f"{diag.ref}: the accumulated gradient is {ratio:.2f}x the mean micro-batch gradient "
+                   f"(accumulate: {k}): the micro-batch losses are summed, not divided by {k}, which multiplies the "
+                   f"effective lr by {k}",
+                   f"divide each micro-batch loss by {k} before backward(): (loss / {k}).backward()"
+                   f"{_at_line(diag, 'backward')}", _step_evidence(diag, acc))
+
+
+def _zeroed_per_micro(acc: dict[str, Any]) -> bool:
+    return (acc["cos_mean_vs_last"] < ACCUM_DISTINCT_COS and acc["cos_with_last_micro_grad"] > ACCUM_COS
+            and acc["cos_with_mean_grad"] < ACCUM_COS)
+
+
+@check("G413", needs=("user_step",))
+def check_zero_grad_micro_step(ctx: ProbeContext) -> Finding | None:
+    """G413 zero-grad-every-micro-step: the update sees the last micro-batch's gradient only."""
+    got = _accumulation(ctx)
+    if got is None or not _zeroed_per_micro(got[1]):
+        return None
+    diag, acc = got
+    return Finding("G413", f"{diag.ref}: the gradient optimizer.step() sees is the last micro-batch's alone "
+                   f"(cosine {acc['cos_with_last_micro_grad']:.3f}; with the mean over the {acc['accumulate']} "
+                   f"micro-batches {acc['cos_with_mean_grad']:.2f}): zero_grad() runs on every micro-step",
+                   f"call optimizer.zero_grad() once per optimizer step, after optimizer.step()"
+                   f"{_at_line(diag, 'zero_grad')}", _step_evidence(diag, acc))
