@@ -214,11 +214,14 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
 
 def extend_below(records: dict[float, ProbeRecord], decade_lrs: list[float], probe, floor: float = LOWEST_LR
                  ) -> list[float]:
-    """The seeds' descent continued below --min-lr: when no decade from max_lr to min_lr works, probe the next
-    decades one at a time (`probe([lr])` adds records[lr]) down to `floor`, stopping at the first that works.
+    """The seeds' descent continued below --min-lr: when no decade from max_lr to min_lr works and the lowest
+    one still diverges or oscillates (the lr is still too high), probe the next decades one at a time (`probe([lr])` adds records[lr]) down to `floor`, stopping at the first that works.
     Returns the decades it probed ([] when a decade above already works)."""
     if any(classify(records[lr]) == WORKING for lr in decade_lrs if lr in records):
         return []
+    lowest = min(decade_lrs)
+    if lowest not in records or classify(records[lowest]) not in ("diverged", "unstable"):
+        return []    # still too high only when even the lowest lr breaks; too-slow or an error is not the lr
     added: list[float] = []
     lr = min(decade_lrs) / 10
     while lr >= floor * (1 - 1e-9):

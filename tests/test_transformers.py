@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from nn_doctor.checks.context import ProbeContext
-from nn_doctor.checks.transformers import (check_attention_collapse, check_decay_norm_bias, check_fp16_overflow,
+from nn_doctor.checks.transformers import (check_attention_collapse, check_weight_decay_on_norm_bias, check_fp16_overflow,
                                            check_no_warmup)
 from nn_doctor.data import load_from_spec, prepare_arrays
 from nn_doctor.doctor import Options, check_data, full_report, probe_lr
@@ -280,14 +280,14 @@ def test_weight_decay_on_norm_and_bias(tmp_path):
     spec, dd = _device_data(_write(tmp_path, _copy_spec(path, **over)))
     ctx = _ctx_with(spec, dd, 0, {"no_decay_norm_bias": {"optimizer.decay_norm_bias": False}}, steps=150,
                     instrument=False)
-    f = check_decay_norm_bias(ctx)
+    f = check_weight_decay_on_norm_bias(ctx)
     assert f is not None and f.patch == {"optimizer.decay_norm_bias": False}
     assert f.verified["status_before"] != "converging" and f.verified["status_after"] == "converging"
     # a moderate weight decay does not measurably hurt (both converge; the gap is noise): nothing to report
     spec, dd = _device_data(_write(tmp_path, _copy_spec(path, **{**over, "optimizer.weight_decay": 0.1})))
     ctx = _ctx_with(spec, dd, 0, {"no_decay_norm_bias": {"optimizer.decay_norm_bias": False}}, steps=150,
                     instrument=False)
-    assert check_decay_norm_bias(ctx) is None
+    assert check_weight_decay_on_norm_bias(ctx) is None
 
 
 # ---- the lr search below --min-lr: a fine-tuning-like model where only ~1e-5 works ---------------------
@@ -374,13 +374,13 @@ def test_accumulation_step_bugs(tmp_path, seed):
         sys.path.remove(str(tmp_path))
     spec = load_spec(ROOT / "configs" / "wine.yaml").with_overrides(**{"training.accumulate": 4, "training.seed": seed})
     dd = DeviceData(prepare_arrays(load_from_spec(spec)), torch.device("cpu"))
-    from nn_doctor.checks.transformers import check_accumulation_not_divided, check_zero_grad_micro_step
+    from nn_doctor.checks.transformers import check_accumulation_loss_not_divided, check_zero_grad_every_micro_step
     from nn_doctor.checks.user_step import step_bugs
     codes = {}
     for name in ("good", "not_divided", "zero_every"):
         ctx = ProbeContext(spec=spec, arrays=dd.arrays)
         ctx.user_step = diagnose_step(getattr(acc_steps, name), spec, dd, seed)
-        found = [check_accumulation_not_divided(ctx), check_zero_grad_micro_step(ctx)]
+        found = [check_accumulation_loss_not_divided(ctx), check_zero_grad_every_micro_step(ctx)]
         codes[name] = [f.code for f in found if f is not None]
         assert not step_bugs(ctx.user_step)     # the one-step rules (G408) stay quiet on micro-batch steps
     assert codes == {"good": [], "not_divided": ["G412"], "zero_every": ["G413"]}

@@ -112,6 +112,68 @@ def wine_step(fn: str) -> Callable[[Path, int], Path]:
     return build
 
 
+def sentiment_rows(edit: Callable[[list, np.random.Generator], list]) -> Callable[[Path, int], Path]:
+    """The sentiment twin with its token lists edited (long outliers, near-copies)."""
+    def build(tmp: Path, seed: int) -> Path:
+        df = make_token_data.sentiment(2000, seed)
+        df["tokens"] = edit([list(t) for t in df["tokens"]], np.random.default_rng(seed))
+        p = tmp / "sentiment.parquet"
+        df.to_parquet(p, index=False)
+        return write_spec(tmp, sentiment_spec(str(p)), seed)
+    return build
+
+
+def long_outliers(seqs: list, rng: np.random.Generator) -> list:
+    for i in range(len(seqs) // 20):            # 5% of the texts are 200 tokens long (median ~16)
+        seqs[i] = rng.integers(22, 64, 200).tolist() + [2]
+    return seqs
+
+
+def near_copies(seqs: list, rng: np.random.Generator) -> list:
+    base = rng.integers(2, 64, 16)
+    for i in range(len(seqs) // 4):             # a quarter of the texts are one boilerplate with one word changed
+        row = base.copy()
+        row[rng.integers(16)] = rng.integers(2, 64)
+        seqs[i] = row.tolist()
+    return seqs
+
+
+PRETRAINED = '''
+import math
+import torch
+from torch import nn
+
+
+class Pretrained(nn.Module):
+    """fixed-seed features with large weights (what long pretraining leaves) and a small head"""
+
+    def __init__(self, n_in=10, hidden=64, n_out=1, gain=3000.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(1234)
+        self.features = nn.Linear(n_in, hidden)
+        self.head = nn.Linear(hidden, n_out)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.randn(hidden, n_in, generator=g) * gain / math.sqrt(n_in))
+            self.features.bias.zero_()
+            self.head.weight.copy_(torch.randn(n_out, hidden, generator=g) / (gain * math.sqrt(hidden)))
+            self.head.bias.zero_()
+
+    def forward(self, x):
+        return self.head(torch.relu(self.features(x)))
+'''
+
+
+def fine_tuning(tmp: Path, seed: int) -> Path:
+    """A fine-tuning-like model where only lrs near 1e-5 train, configured at 1e-3."""
+    (tmp / "ft_model.py").write_text(PRETRAINED)
+    spec = {"task": "regression",
+            "data": {"path": str(SAMPLE / "diabetes.csv"), "target": "progression", "normalize": "standardize",
+                     "normalize_target": True},
+            "model": {"class": "ft_model:Pretrained"}, "loss": "mse", "optimizer": {"name": "adam", "lr": 0.001},
+            "training": {"batch_size": 32, "epochs": 30}}
+    return write_spec(tmp, spec, seed)
+
+
 POST_LN4 = _layers(COPY_LAYERS, 2, num_layers=4, norm_first=False)
 SRC = "issue 14 (transformers, token data, lr schedules, mixed precision)"
 
@@ -127,6 +189,15 @@ MODERN: list[Scenario] = [
              frozenset({"D116"}), "D116", tags=("tokens",), allowed=frozenset({"H301", "H302", "H304", "H308"}),
              source=SRC, description="padded with id 0 but the embedding has no padding_idx"),
     # H300 fires too (the configured lr breaks without warmup); the triage reads it as explained by H309
+    Scenario("d117_length_outliers", sentiment_rows(long_outliers), frozenset({"D117"}), "D117", tags=("tokens",),
+             allowed=frozenset({"H301", "H302", "H304", "H308"}), source=SRC,
+             description="5% of the texts are 200 tokens long, the median 16"),
+    Scenario("d118_near_copies", sentiment_rows(near_copies), frozenset({"D118"}), "D118", tags=("tokens",),
+             allowed=frozenset({"D110", "H301", "H302", "H304", "H308", "D113"}), source=SRC,
+             description="a quarter of the texts are one boilerplate with one word changed"),
+    Scenario("h310_fine_tuning_lr", fine_tuning, frozenset({"H300", "H310"}), "H300", tags=("lr",),
+             allowed=frozenset({"G402", "G406", "H306", "H305", "M207", "G400", "G407", "M208"}), source=SRC,
+             description="a pretrained-like model where only ~1e-5 trains; configured at 1e-3"),
     Scenario("h309_post_ln_no_warmup",
              copy_task(**{"model.layers": POST_LN4, "optimizer.name": "adam", "optimizer.lr": 0.01,
                           "optimizer.schedule": None}),
@@ -142,7 +213,7 @@ MODERN: list[Scenario] = [
              allowed=frozenset({"G400", "H300", "H301", "H306", "M207", "G402", "G403", "G406", "M205"}), source=SRC,
              description="fp16 without loss scaling; one column in raw units overflows float16"),
     Scenario("g411_attention_collapse", copy_task(**{"model.init": {"normal": 3.0}}),
-             frozenset({"G411"}), "M205", tags=("transformer",),   # the init (M205) explains the collapse
+             frozenset({"G411", "M205"}), "M205", tags=("transformer",),   # the init (M205) explains the collapse
              allowed=frozenset({"M205", "M207", "H300", "H301", "H305", "H308", "G402", "G406", "M208", "G407"}),
              source=SRC, description="init N(0, 3) makes query-key products huge: one-hot attention at init"),
     Scenario("g412_accumulated_loss_not_divided", wine_step("not_divided"), frozenset({"G412"}), "G412",

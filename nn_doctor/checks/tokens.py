@@ -79,7 +79,7 @@ def _trailing_run(X: np.ndarray, pad: int) -> np.ndarray:
 
 
 @check("D115", needs=("data",))
-def check_token_ids(ctx) -> Finding | None:
+def check_token_id_out_of_range(ctx) -> Finding | None:
     """D115 token-id-out-of-range: ids outside 0..vocab-1 (or not integers); the probes cannot start."""
     tok = _tok(ctx)
     if tok is None:
@@ -121,7 +121,7 @@ def check_token_ids(ctx) -> Finding | None:
 
 
 @check("D116", needs=("data",))
-def check_padding(ctx) -> Finding | None:
+def check_padding_unmasked(ctx) -> Finding | None:
     """D116 padding-unmasked: padding the model cannot mask, or sequences that are mostly padding."""
     tok = _tok(ctx)
     X = _ids(ctx)
@@ -159,7 +159,7 @@ def check_padding(ctx) -> Finding | None:
 
 
 @check("D117", needs=("data",))
-def check_length_spread(ctx) -> Finding | None:
+def check_sequence_length_spread(ctx) -> Finding | None:
     """D117 sequence-length-spread: the longest sequence many times the median one."""
     tok = _tok(ctx)
     X = _ids(ctx)

@@ -85,7 +85,7 @@ def check_no_warmup(ctx: ProbeContext) -> Finding | None:
 
 
 @check("H310", needs=("lr",))
-def check_lr_below_range(ctx: ProbeContext) -> Finding | None:
+def check_lr_below_search_range(ctx: ProbeContext) -> Finding | None:
     """H310 lr-below-search-range: nothing from max_lr to min_lr works; a lower, verified lr does."""
     res = ctx.lr
     if res is None or not res.extended_below or res.recommended is None or res.min_lr is None:
@@ -110,7 +110,7 @@ def check_lr_below_range(ctx: ProbeContext) -> Finding | None:
 
 
 @check("H311", needs=("curves", "extra"))
-def check_decay_norm_bias(ctx: ProbeContext) -> Finding | None:
+def check_weight_decay_on_norm_bias(ctx: ProbeContext) -> Finding | None:
     """H311 weight-decay-on-norm-bias: exempting norm gains and biases trains measurably better."""
     fixed, base = ctx.extra.get("no_decay_norm_bias"), ctx.baseline
     if fixed is None or base is None or fixed.error or base.error:
@@ -130,7 +130,7 @@ def check_decay_norm_bias(ctx: ProbeContext) -> Finding | None:
 
 # ---- step 4 ------------------------------------------------------------------------------------
 
-@check("G410", needs=("curves",), uses=("extra",))
+@check("G410", needs=("curves", "spec", "init"), uses=("extra",))
 def check_fp16_overflow(ctx: ProbeContext) -> Finding | None:
     """G410 fp16-overflow: fp16 values overflowed (the probe died) or the loss scale collapsed."""
     base = ctx.baseline
@@ -179,7 +179,7 @@ def _heads(stats: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-@check("G411", needs=("layers",), uses=("lr",))
+@check("G411", needs=("layers", "init"), uses=("lr",))
 def check_attention_collapse(ctx: ProbeContext) -> Finding | None:
     """G411 attention-collapse: heads with near-zero entropy at init or at the end of the probe, or uniform
     attention throughout a probe that does not learn."""
@@ -258,7 +258,7 @@ def _at_line(diag, key: str) -> str:
 
 
 @check("G412", needs=("user_step",))
-def check_accumulation_not_divided(ctx: ProbeContext) -> Finding | None:
+def check_accumulation_loss_not_divided(ctx: ProbeContext) -> Finding | None:
     """G412 accumulation-loss-not-divided: the accumulated gradient is k x the mean micro-batch gradient."""
     got = _accumulation(ctx)
     if got is None:
@@ -280,7 +280,7 @@ def _zeroed_per_micro(acc: dict[str, Any]) -> bool:
 
 
 @check("G413", needs=("user_step",))
-def check_zero_grad_micro_step(ctx: ProbeContext) -> Finding | None:
+def check_zero_grad_every_micro_step(ctx: ProbeContext) -> Finding | None:
     """G413 zero-grad-every-micro-step: the update sees the last micro-batch's gradient only."""
     got = _accumulation(ctx)
     if got is None or not _zeroed_per_micro(got[1]):
