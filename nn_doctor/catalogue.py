@@ -380,7 +380,6 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "G407": _MODEL_FAULTS + ("D107", "H300", "H303", "H307", "G401", "G403", "G404", "G405", "G408") + _UNSCALED,
     "G409": ("M200", "M201", "M202", "M203", "D107") + _BAD_VALUES,
     # transformer-era codes: a cause found in an earlier step explains the later symptom
-    "D117": ("D116",),                                   # the length spread matters most where padding is unmasked
     "H309": ("M205",),                                   # an init that is off makes every early update too big
     "G410": _UNSCALED + _BAD_VALUES,                     # unscaled or infinite inputs overflow float16 first
     "G411": ("M204", "M205", "H309"),                    # an oversized init or no warmup collapses attention

@@ -189,14 +189,16 @@ MODERN: list[Scenario] = [
              frozenset({"D116"}), "D116", tags=("tokens",), allowed=frozenset({"H301", "H302", "H304", "H308"}),
              source=SRC, description="padded with id 0 but the embedding has no padding_idx"),
     # H300 fires too (the configured lr breaks without warmup); the triage reads it as explained by H309
-    Scenario("d117_length_outliers", sentiment_rows(long_outliers), frozenset({"D117"}), "D117", tags=("tokens",),
+    # the long outliers also make most positions padding (D116, first in code order)
+    Scenario("d117_length_outliers", sentiment_rows(long_outliers), frozenset({"D116", "D117"}), "D116", tags=("tokens",),
              allowed=frozenset({"H301", "H302", "H304", "H308"}), source=SRC,
              description="5% of the texts are 200 tokens long, the median 16"),
-    Scenario("d118_near_copies", sentiment_rows(near_copies), frozenset({"D118"}), "D118", tags=("tokens",),
+    # some near-copies collide exactly (D110 duplicates, first in code order)
+    Scenario("d118_near_copies", sentiment_rows(near_copies), frozenset({"D110", "D118"}), "D110", tags=("tokens",),
              allowed=frozenset({"D110", "H301", "H302", "H304", "H308", "D113"}), source=SRC,
              description="a quarter of the texts are one boilerplate with one word changed"),
     Scenario("h310_fine_tuning_lr", fine_tuning, frozenset({"H300", "H310"}), "H300", tags=("lr",),
-             allowed=frozenset({"G402", "G406", "H306", "H305", "M207", "G400", "G407", "M208"}), source=SRC,
+             allowed=frozenset({"G401", "G402", "G406", "H306", "H305", "M207", "G400", "G407", "M208"}), source=SRC,
              description="a pretrained-like model where only ~1e-5 trains; configured at 1e-3"),
     Scenario("h309_post_ln_no_warmup",
              copy_task(**{"model.layers": POST_LN4, "optimizer.name": "adam", "optimizer.lr": 0.01,
