@@ -553,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"torch CPU threads for full-report and the plain trainer (default {THREADS}; 0: torch's own)")
     ap.add_argument("--json", dest="json_out", default=None, help="write every run and the summary here")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--modern", action="store_true",
+                    help="the transformer-era holdout scenarios (benchmarks/zoo/modern.py) instead, reported apart")
     args = ap.parse_args(argv)
     if args.threads > 0:
         import torch
@@ -563,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
     chosen = {"dev": list(SCENARIOS), "holdout": list(HOLDOUT), "all": list(SCENARIOS) + list(HOLDOUT)}[args.part]
+    if args.modern:
+        from benchmarks.zoo.modern import MODERN
+        chosen = list(MODERN)
     if args.quick:
         chosen = [s for s in chosen if s.name in QUICK]
     if args.only:

@@ -136,6 +136,28 @@ _ENTRIES = [
                 "the target has a single class, or a regression target is constant",
                 "check the labels and how the data were collected",
                 "Any model 'succeeds' trivially on a constant target."),
+    FindingSpec("D115", "token-id-out-of-range", E,
+                "token ids below 0 or at/above the vocabulary (data.vocab_size, or the embedding's vocab), or "
+                "not integers; found before any probe, which would crash on them",
+                "raise the embedding's vocab to the largest id + 1, or map unknown ids to an <unk> id",
+                "An embedding is a table lookup: an id past its last row is an index error on the CPU and a "
+                "device-side assert on CUDA."),
+    FindingSpec("D116", "padding-unmasked", W,
+                "the sequences are mostly padding, or they are padded with an id the model does not mask "
+                "(no embedding padding_idx, or a different one), so attention and pooling read the padding",
+                "set the embedding's padding_idx to data.pad_id (the model then masks it); pad per batch",
+                "Unmasked padding is averaged into the pooled representation and attended to: the model "
+                "learns from the sequence length instead of its content."),
+    FindingSpec("D117", "sequence-length-spread", W,
+                "the longest sequences are many times the median length, so most of every padded batch is "
+                "padding",
+                "truncate the longest sequences or bucket them by length (pad per batch)",
+                "Compute and memory grow with the longest sequence of the data, not the typical one."),
+    FindingSpec("D118", "degenerate-sequences", W,
+                "constant sequences (one id repeated) or near-duplicate sequences (one token apart), far more "
+                "often than shuffled data would give",
+                "deduplicate, and check how the sequences were produced (a stuck tokenizer, boilerplate)",
+                "Near-copies weigh some examples many times over and leak between training and validation."),
     # ---- Step 2: model structure ---------------------------------------------------------
     FindingSpec("M200", "model-build-failed", E,
                 "the model spec is invalid: an unknown layer, shapes that do not chain, an input size that does "
@@ -227,6 +249,24 @@ _ENTRIES = [
                 "raise training.epochs",
                 "Make sure the training runs long enough before changing anything else: a loss still falling "
                 "steeply has not converged."),
+    FindingSpec("H309", "no-warmup", W,
+                "Adam/AdamW on a transformer without lr warmup, where the configured probe breaks (diverges, "
+                "oscillates or stalls) and the same lr with a warmup trains",
+                "set optimizer.schedule: {warmup_steps: N}",
+                "Adam's first updates are large everywhere at once; post-LN transformers diverge without a "
+                "warmup (Liu et al. 2020; Xiong et al. 2020)."),
+    FindingSpec("H310", "lr-below-search-range", W,
+                "no lr from --max-lr down to --min-lr trains, and the search extended down by decades (to "
+                "1e-6) found a lower one that does (fine-tuning, very sensitive models)",
+                "set optimizer.lr to the verified low lr",
+                "Fine-tuning a pretrained network wants lrs far below 1e-4; an lr finder that stops at 1e-4 "
+                "suggests far too much."),
+    FindingSpec("H311", "weight-decay-on-norm-bias", W,
+                "weight decay is applied to norm-layer gains and biases, and a probe that exempts them (nanoGPT's "
+                "rule) trains measurably better",
+                "set optimizer.decay_norm_bias: false",
+                "Decaying a LayerNorm gain pulls it towards 0 and switches the layer off; biases have nothing "
+                "to regularise."),
     # ---- Step 4: code and gradients ------------------------------------------------------
     FindingSpec("G400", "non-finite-training", E,
                 "NaN/Inf appears in the loss, gradients or weights; the first step and layer are reported",
@@ -276,6 +316,28 @@ _ENTRIES = [
                 "the message names the exception, the phase and the user's file:line; fix that code or the spec "
                 "values it names",
                 "A run that cannot train is not healthy: nothing after the crash was checked."),
+    FindingSpec("G410", "fp16-overflow", E,
+                "with training.precision fp16, values overflow float16 (inf/NaN at a step), or the loss scale "
+                "collapses (every step skipped); the first step and layer are reported",
+                "use training.precision: bf16 (float32's range), or a GradScaler (training.grad_scaler: true)",
+                "float16 tops out at 65504 and flushes small gradients to zero; loss scaling fixes the "
+                "underflow, not activations that overflow."),
+    FindingSpec("G411", "attention-collapse", W,
+                "per-head attention entropy near zero (every query on one key) at init or during the probe, "
+                "or near uniform throughout a probe that does not learn",
+                "the init (model.init: default), a lower lr or a warmup; pre-LN (norm_first: true)",
+                "Attention entropy collapse goes with unstable transformer training (Zhai et al. 2023); "
+                "uniform attention that never sharpens has learned nothing."),
+    FindingSpec("G412", "accumulation-loss-not-divided", E,
+                "the user's step with training.accumulate k sums the micro-batch losses without dividing by k: "
+                "the gradient is k times the mean gradient",
+                "divide each micro-batch loss by the accumulation steps before backward()",
+                "An undivided accumulated loss multiplies the effective lr by k."),
+    FindingSpec("G413", "zero-grad-every-micro-step", E,
+                "the user's step with training.accumulate k zeroes the gradients on every micro-batch, so the "
+                "update uses the last micro-batch only",
+                "call optimizer.zero_grad() once per optimizer step, after optimizer.step()",
+                "Zeroing inside the accumulation loop throws away k-1 of the k micro-batches."),
     # ---- Step 5: resources ---------------------------------------------------------------
     FindingSpec("R500", "device", I,
                 "which device ran the probes (a warning when a GPU is present but unused)",
@@ -329,7 +391,14 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "G406": ("H300", "H301") + _UNSCALED,
     "G407": _MODEL_FAULTS + ("D107", "H300", "H303", "H307", "G401", "G403", "G404", "G405", "G408") + _UNSCALED,
     "G409": ("M200", "M201", "M202", "M203", "D107") + _BAD_VALUES,
+    # transformer-era codes: a cause found in an earlier step explains the later symptom
+    "H309": ("M205",),                                   # an init that is off makes every early update too big
+    "G410": _UNSCALED + _BAD_VALUES,                     # unscaled or infinite inputs overflow float16 first
+    "G411": ("M204", "M205", "H309"),                    # an oversized init or no warmup collapses attention
 }
+# a symptom the new codes explain (added to the existing entries)
+for _code, _causes in (("G400", ("G410",)), ("H300", ("H309",)), ("H303", ("H311",))):
+    EXPLAINED_BY[_code] = EXPLAINED_BY.get(_code, ()) + _causes
 
 CATALOGUE: dict[str, FindingSpec] = {e.code: e for e in _ENTRIES}
 BY_NAME: dict[str, FindingSpec] = {e.name: e for e in _ENTRIES}

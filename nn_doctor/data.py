@@ -32,6 +32,27 @@ MAX_FLOAT_CLASSES = 20       # integer-valued floats with at most this many valu
 
 
 @dataclass
+class TokenInfo:
+    """Token data (integer sequences, X of shape (N, T)): the vocabulary and padding as the spec gives them.
+
+    vocab_size: data.vocab_size, else inferred as the largest id + 1 (train and validation); model_vocab /
+    model_padding_idx: those of the model's embedding layer (None without one)."""
+
+    vocab_size: int | None = None
+    vocab_declared: bool = False
+    pad_id: int | None = None
+    model_vocab: int | None = None
+    model_padding_idx: int | None = None
+    padded: bool = False              # shorter Parquet sequences were padded with pad_id when read
+
+    @property
+    def limit(self) -> int | None:
+        """Ids must be below this: the smaller of the declared vocabulary and the embedding's."""
+        limits = [v for v in ((self.vocab_size if self.vocab_declared else None), self.model_vocab) if v]
+        return min(limits) if limits else None
+
+
+@dataclass
 class Dataset:
     source: str                       # the path shown in messages
     kind: str                         # "table" | "array"
@@ -45,8 +66,13 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     val_source: str = "split"         # "split (20%, stratified)" or the validation file
     n_rows_read: int = 0              # before max_rows sampling
+<<<<<<< HEAD
     notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken,
                                                      # a column read as text by check_types, ...)
+=======
+    tokens: TokenInfo | None = None   # token data: what the spec says about the ids (None: not token data)
+    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken, ...)
+>>>>>>> refs/heads/transformers
 
     @property
     def n_train(self) -> int:
@@ -344,7 +370,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int, stratify: bool) 
 def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | None = None,
                  val_path: str | Path | None = None, val_fraction: float = 0.2, task: str | None = None,
                  max_rows: int | None = None, seed: int = 0, x_key: str = "X", y_key: str = "y",
-                 image_size: Any = None) -> Dataset:
+                 tokens: TokenInfo | None = None, image_size: Any = None) -> Dataset:
     path = Path(path)
     source = str(path)
     suffix = path.suffix.lower()
@@ -364,6 +390,9 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
                 raise DataError(f"{p}: which column is the target? pass --target COL or set data.target")
             tgt = [target] if isinstance(target, str) else list(target)
             X, y = _split_table(frame, tgt, features, str(p))
+            if tokens is not None:    # token sequences: one column of integer lists, or one column per position
+                X = _token_matrix(X, tokens, str(p))
+                y = y.to_numpy() if isinstance(y, pd.Series) else y.to_numpy()
             return X, y, tgt, len(frame)
         X, y = read_arrays(p, x_key, y_key, target)
         return X, y, [str(target or y_key)], len(X)
@@ -373,18 +402,25 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
     if rows is not None:
         X = X.iloc[rows] if hasattr(X, "iloc") else X[rows]
         y = y.iloc[rows] if hasattr(y, "iloc") else y[rows]
-    kind = "table" if suffix in TABLE_SUFFIXES else "array"
+    kind = "table" if suffix in TABLE_SUFFIXES and tokens is None else "array"
     val = None
     if val_path is not None:
         vpath = Path(val_path)
         if vpath.suffix.lower() != suffix:
             raise DataError(f"validation file {vpath} must be the same format as {path}")
         Xv, yv, _, _ = read(vpath)
+        if tokens is not None and Xv.shape[1] != X.shape[1]:   # token sequences: pad to the common length
+            width = max(Xv.shape[1], X.shape[1])
+            X, Xv = _pad_to(X, width, tokens), _pad_to(Xv, width, tokens)
         if kind == "table" and list(Xv.columns) != list(X.columns):
             raise DataError(f"{vpath}: columns differ from {path}")
         val = (Xv, yv, str(vpath))
-    return build_dataset(X, y, source=source, kind=kind, target=tgt, n_rows_read=n_read, task=task, val=val,
-                         val_fraction=val_fraction, seed=seed)
+    ds = build_dataset(X, y, source=source, kind=kind, target=tgt, n_rows_read=n_read, task=task, val=val,
+                       val_fraction=val_fraction, seed=seed)
+    if tokens is not None:
+        ds.tokens = tokens
+        _infer_vocab(ds)
+    return ds
 
 
 def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], n_rows_read: int,
@@ -431,6 +467,73 @@ def build_dataset(X: Any, y: Any, *, source: str, kind: str, target: list[str], 
     return ds
 
 
+# ---- token sequences ----------------------------------------------------------------------------
+
+def _token_matrix(X: pd.DataFrame, tokens: TokenInfo, source: str) -> np.ndarray:
+    """The feature columns as an (N, T) integer matrix: a single column of integer lists (padded on the
+    right with data.pad_id to the longest), or one integer column per position."""
+    if X.shape[1] == 1 and X.iloc[:, 0].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).all():
+        seqs = [np.asarray(v) for v in X.iloc[:, 0].tolist()]
+        bad = next((i for i, q in enumerate(seqs) if q.ndim != 1 or not (np.issubdtype(q.dtype, np.integer)
+                                                                       or len(q) == 0)), None)
+        if bad is not None:
+            raise DataError(f"{source}: row {bad} of column {X.columns[0]!r} is not a list of integer token ids")
+        lengths = np.array([len(q) for q in seqs])
+        width = int(lengths.max()) if len(lengths) else 0
+        if width == 0:
+            raise DataError(f"{source}: every token sequence is empty")
+        if (lengths < width).any():
+            if tokens.pad_id is None:
+                raise DataError(f"{source}: token sequences have different lengths ({int(lengths.min())}.."
+                                f"{width}); set data.pad_id to the id to pad them with")
+            tokens.padded = True
+        fill = tokens.pad_id if tokens.pad_id is not None else 0
+        out = np.full((len(seqs), width), fill, dtype=np.int64)
+        for i, q in enumerate(seqs):
+            out[i, : len(q)] = q
+        return out
+    non_int = [c for c in X.columns if not pd.api.types.is_integer_dtype(X[c].dtype)]
+    if non_int:
+        raise DataError(f"{source}: token data need integer columns (one per position) or one column of "
+                        f"integer lists; {non_int[0]!r} is {X[non_int[0]].dtype}")
+    return X.to_numpy(dtype=np.int64)
+
+
+def _pad_to(X: np.ndarray, width: int, tokens: TokenInfo) -> np.ndarray:
+    if X.shape[1] == width:
+        return X
+    if tokens.pad_id is None:
+        raise DataError(f"token sequences of training and validation data differ in length ({X.shape[1]} vs "
+                        f"{width}); set data.pad_id to pad them")
+    out = np.full((len(X), width), tokens.pad_id, dtype=X.dtype)
+    out[:, : X.shape[1]] = X
+    return out
+
+
+def _infer_vocab(ds: Dataset) -> None:
+    """data.vocab_size when given, else the largest id + 1 over training and validation rows."""
+    tok = ds.tokens
+    if tok.vocab_declared:
+        return
+    highs = [int(np.max(a)) for a in (ds.X, ds.X_val) if a is not None and np.size(a)
+             and np.issubdtype(np.asarray(a).dtype, np.number)]
+    tok.vocab_size = max(highs) + 1 if highs else None
+
+
+def token_info_from_spec(spec) -> TokenInfo | None:
+    """Token data when the model starts with an embedding or data.vocab_size / data.pad_id is set."""
+    d = spec.data
+    layers = spec.model.layers or []
+    emb = layers[0] if layers and layers[0].type == "embedding" else None
+    if emb is None and d.vocab_size is None and d.pad_id is None:
+        return None
+    kw = emb.kwargs if emb is not None else {}
+    vocab = kw.get("vocab", kw.get("num_embeddings"))
+    return TokenInfo(vocab_size=d.vocab_size, vocab_declared=d.vocab_size is not None, pad_id=d.pad_id,
+                     model_vocab=vocab if isinstance(vocab, int) else None,
+                     model_padding_idx=kw.get("padding_idx") if isinstance(kw.get("padding_idx"), int) else None)
+
+
 def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, val_path: str | None = None,
                    task: str | None = None, seed: int | None = None) -> Dataset:
     """The spec's data section with command-line overrides (paths relative to the spec file)."""
@@ -450,7 +553,7 @@ def load_from_spec(spec, *, data_path: str | None = None, target: Any = None, va
     return load_dataset(path, tgt, features=d.features, val_path=vpath, val_fraction=d.val_fraction,
                         task=task or spec.task, max_rows=d.max_rows,
                         seed=spec.training.seed if seed is None else seed, x_key=d.x_key, y_key=d.y_key,
-                        image_size=d.image_size)
+                        tokens=token_info_from_spec(spec), image_size=d.image_size)
 
 
 # ---- numeric arrays for the probes -------------------------------------------------------------
@@ -498,11 +601,32 @@ def _numeric_features(X: Any, repairs: list[str]) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def check_token_ids(ds: Dataset) -> None:
+    """Token ids must be integers in 0..limit-1 (the embedding's vocabulary, and data.vocab_size when
+    given): any other id would crash the embedding lookup, so the probes do not start (D115 says which)."""
+    tok = ds.tokens
+    for name, X in (("training", ds.X), ("validation", ds.X_val)):
+        if X is None or not np.size(X):
+            continue
+        X = np.asarray(X)
+        if not np.issubdtype(X.dtype, np.number):
+            raise DataError(f"token ids must be integers; the {name} X has dtype {X.dtype}")
+        if not np.issubdtype(X.dtype, np.integer) and not np.all(np.isfinite(X) & (X == np.round(X))):
+            raise DataError(f"token ids must be integers; the {name} X has non-integer values")
+        lo, hi = int(np.min(X)), int(np.max(X))
+        limit = tok.limit
+        if lo < 0 or (limit is not None and hi >= limit):
+            raise DataError(f"token ids outside 0..{(limit or hi + 1) - 1} in the {name} data (ids {lo}..{hi}); "
+                            f"the embedding cannot look them up (D115)")
+
+
 def prepare_arrays(ds: Dataset, missing: str = "drop", label_map: dict[Any, int] | None = None) -> ArrayData:
     """Numeric arrays for training. `missing` (the spec's data.missing): "drop" rows with NaN/Inf in features or
     target, "median" imputes features with the training rows' median, "keep" leaves non-finite features as they
     are (what a plain training loop would see). Rows without a usable target are dropped in every mode."""
     repairs: list[str] = []
+    if ds.tokens is not None:
+        check_token_ids(ds)
     Xtr = _numeric_features(ds.X, repairs)
     Xva = _numeric_features(ds.X_val, []) if ds.X_val is not None else None
     task = ds.task

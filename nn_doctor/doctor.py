@@ -96,7 +96,7 @@ def _probe_command(command: str, opts: Options, step: Step, probes: Callable[[Se
 
 def probe_lr(opts: Options) -> Report:
     from .lr_search import run_search
-    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, run_search, ["H300", "H301"] + PROBE_HEALTH_CODES)
+    return _probe_command("probe-lr", opts, Step.HYPERPARAMETERS, run_search, ["H300", "H301", "H310"] + PROBE_HEALTH_CODES)
 
 
 def probe_init(opts: Options) -> Report:

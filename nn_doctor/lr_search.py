@@ -41,6 +41,8 @@ NEAR_BEST_REL = 1.0     # "within noise of the best": up to 2x the best loss ...
 NEAR_BEST_ABS = 0.1     # ... or 10% of the initial loss above it (re-splitting moved wine's converged val loss by 0.10)
 SAFETY_FACTOR = 3.0     # recommend at most edge / 3: the edge itself is where training starts to break
 TOO_LOW_RATIO = 0.5     # H301: the configured lr made < 50% of the best lr's progress
+LOWEST_LR = 1e-6        # H310: below --min-lr the search goes on by decades down to here when nothing above works
+                        # (fine-tuning lrs: 1e-5..5e-5 for BERT (Devlin et al.), down to 1e-6 for large models)
 CURVE_POINTS = 40       # points kept of each smoothed curve for the report's chart
 
 
@@ -124,11 +126,17 @@ class LrResult:
     configured: float | None = None
     configured_status: LrStatus | None = None
     plateau: list[float] = field(default_factory=list)   # the working lrs within noise of the best
+    extended_below: list[float] = field(default_factory=list)   # decades probed below --min-lr (extend_below)
+    min_lr: float | None = None             # the search's --min-lr
+    verified: bool | None = None            # the recommended lr itself was probed and works
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tried": self.tried, "recommended": self.recommended, "rule": self.rule, "reason": self.reason,
-                "edge_of_stability": self.edge, "plateau": self.plateau, "configured": self.configured,
-                "configured_status": self.configured_status}
+        d = {"tried": self.tried, "recommended": self.recommended, "rule": self.rule, "reason": self.reason,
+             "edge_of_stability": self.edge, "plateau": self.plateau, "configured": self.configured,
+             "configured_status": self.configured_status, "verified": self.verified}
+        if self.extended_below:
+            d["extended_below"] = self.extended_below
+        return d
 
 
 def summarize(lr: float, rec: ProbeRecord, status: LrStatus) -> dict[str, Any]:
@@ -232,6 +240,40 @@ def decide(records: dict[float, ProbeRecord], decade_lrs: list[float], configure
     return res
 
 
+def extend_below(records: dict[float, ProbeRecord], decade_lrs: list[float], probe, floor: float = LOWEST_LR
+                 ) -> list[float]:
+    """The seeds' descent continued below --min-lr: when no decade from max_lr to min_lr works and the lowest
+    one still diverges or oscillates (the lr is still too high), probe the next decades one at a time (`probe([lr])` adds records[lr]) down to `floor`, stopping at the first that works.
+    Returns the decades it probed ([] when a decade above already works)."""
+    if any(classify(records[lr]) == WORKING for lr in decade_lrs if lr in records):
+        return []
+    lowest = min(decade_lrs)
+    if lowest not in records or classify(records[lowest]) not in ("diverged", "unstable"):
+        return []    # still too high only when even the lowest lr breaks; too-slow or an error is not the lr
+    added: list[float] = []
+    lr = min(decade_lrs) / 10
+    while lr >= floor * (1 - 1e-9):
+        lr = float(f"{lr:.6g}")
+        probe([lr])
+        if lr not in records:      # skipped (budget) or interrupted: stop descending
+            break
+        added.append(lr)
+        if classify(records[lr]) == WORKING:
+            break
+        lr /= 10
+    return added
+
+
+def mark_verified(result: LrResult, records: dict[float, ProbeRecord], min_lr: float) -> None:
+    """Record which decades went below --min-lr, and whether the recommended lr's own probe works."""
+    result.min_lr = min_lr
+    result.extended_below = sorted((lr for lr in records if lr < min_lr * (1 - 1e-9)
+                                    and abs(math.log10(lr / min_lr) - round(math.log10(lr / min_lr))) < 1e-6),
+                                   reverse=True)
+    if result.recommended is not None and result.recommended in records:
+        result.verified = classify(records[result.recommended]) == WORKING
+
+
 def progress(rec: ProbeRecord) -> float:
     if rec.initial_loss is None or rec.final_loss is None:
         return 0.0
@@ -288,6 +330,7 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
         result.recommended, result.reason = None, "interrupted (Ctrl-C) before the search finished"
         s.report.probes["lr"] = {**result.to_dict(), "steps_per_probe": steps, "optimizer": spec.optimizer.name}
         raise
+    dec = dec + extend_below(records, dec, lambda lrs: probe(lrs, "lr probes: below --min-lr"))
     statuses = {lr: classify(r) for lr, r in records.items()}
     ok = first_working(statuses, dec)
     if ok is not None and dec.index(ok) > 0:
@@ -310,6 +353,7 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
         else:
             result.tried = [summarize(lr, records[lr], classify(records[lr]))
                             for lr in sorted(records, reverse=True)]
+    mark_verified(result, records, s.opts.min_lr)
     s.ctx.lr, s.ctx.lr_records = result, records
     d = result.to_dict()
     d["steps_per_probe"] = steps

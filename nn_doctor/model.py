@@ -57,6 +57,7 @@ __all__ = [
     "SATURATING",
 ]
 
+POSITION_INIT_STD = 0.02  # learned position tables start at N(0, 0.02) (GPT-2, BERT)
 DUMMY_BATCH = 2          # samples in the shape-inference batch (2, not 1: BatchNorm-style layers need >1)
 # One layer's parameters, counted on the meta device before anything is allocated: 2**28 is 1 GiB of
 # float32 weights (3 GiB with Adam's moments), several times the largest layer of GPT-2 XL (~66M); beyond it
@@ -135,6 +136,91 @@ class Residual(nn.Sequential):
         return x + out
 
 
+class TokenEmbedding(nn.Embedding):
+    """nn.Embedding that takes token ids stored as floats (the probes keep every X as float32; ids up to
+    2**24 are exact there) or integers: (N, T) -> (N, T, dim)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x.long())
+
+
+class PositionalEmbedding(nn.Module):
+    """A learned positional embedding added to (N, T, D): x + P[:T], P of shape (max_len, D), N(0, 0.02)
+    at init (GPT-2's and BERT's init scale for position tables)."""
+
+    def __init__(self, max_len: int, dim: int, std: float = POSITION_INIT_STD):
+        super().__init__()
+        self.max_len, self.dim = int(max_len), int(dim)
+        self.weight = nn.Parameter(torch.randn(self.max_len, self.dim) * std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.shape[1]].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}, dim={self.dim}"
+
+
+class TransformerEncoderBlock(nn.Module):
+    """torch.nn.TransformerEncoder of `num_layers` torch.nn.TransformerEncoderLayer (batch_first) on
+    (N, T, d_model); takes the padding mask (True = padding) that MaskedSequential computes."""
+
+    takes_mask = True
+
+    def __init__(self, d_model: int, heads: int, ff: int, dropout: float, norm_first: bool, num_layers: int,
+                 activation: str = "relu"):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ff, dropout=dropout, activation=activation,
+                                           batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.encoder(x, src_key_padding_mask=mask)
+
+
+class SequencePool(nn.Module):
+    """(N, T, D) -> (N, D): the mean over the non-padding positions, the first token, or the last
+    non-padding token."""
+
+    takes_mask = True
+
+    def __init__(self, mode: str = "mean"):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.mode == "first":
+            return x[:, 0]
+        if mask is None:
+            return x.mean(dim=1) if self.mode == "mean" else x[:, -1]
+        keep = (~mask).to(x.dtype)
+        if self.mode == "mean":
+            return (x * keep.unsqueeze(-1)).sum(dim=1) / keep.sum(dim=1, keepdim=True).clamp_min(1.0)
+        last = (keep.sum(dim=1).long() - 1).clamp_min(0)   # right padding: the last real token
+        return x[torch.arange(x.shape[0], device=x.device), last]
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class MaskedSequential(nn.Sequential):
+    """A layer stack that starts with a token embedding: the padding mask (ids == padding_idx) is computed
+    from the input once and passed to every layer that takes one (transformer_encoder, sequence_pool).
+    A row that is all padding keeps its first position unmasked (attention over no key is NaN)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        mask = None
+        first = self[0] if len(self) else None
+        if isinstance(first, TokenEmbedding) and first.padding_idx is not None:
+            mask = x.long() == first.padding_idx
+            if bool(mask.any()):
+                mask[:, 0] &= ~mask.all(dim=1)
+            else:
+                mask = None
+        for m in self:
+            x = m(x, mask) if getattr(m, "takes_mask", False) else m(x)
+        return x
+
+
 def _snake(cls_name: str) -> str:
     special = {"LeakyReLU": "leaky_relu", "LogSoftmax": "log_softmax", "LogSigmoid": "logsigmoid"}
     return special.get(cls_name, cls_name.lower())
@@ -180,7 +266,12 @@ _STRUCTURAL: dict[str, Any] = {
     "gru": nn.GRU,
     "identity": nn.Identity,
     "residual": Residual,
+    "embedding": TokenEmbedding,
+    "positional_embedding": PositionalEmbedding,
+    "transformer_encoder": TransformerEncoderBlock,
+    "sequence_pool": SequencePool,
 }
+TOKEN_LAYERS = {"embedding", "positional_embedding", "transformer_encoder", "sequence_pool"}
 LAYER_TYPES: list[str] = sorted(set(_STRUCTURAL) | set(ACTIVATIONS))
 
 # class -> canonical type name (for layer_table); first name wins
@@ -218,6 +309,10 @@ _RANK = {
     "lstm": ({3}, "a 3-D sequence input (N, time, features)"),
     "gru": ({3}, "a 3-D sequence input (N, time, features)"),
     "layernorm": ({2, 3, 4, 5}, "an input with at least 2 dimensions"),
+    "embedding": ({2}, "token ids (N, T)"),
+    "positional_embedding": ({3}, "a 3-D sequence input (N, T, dim)"),
+    "transformer_encoder": ({3}, "a 3-D sequence input (N, T, d_model)"),
+    "sequence_pool": ({3}, "a 3-D sequence input (N, T, dim)"),
 }
 
 
@@ -253,6 +348,11 @@ def _rank_hint(typ: str, ndim: int, shape: tuple[int, ...]) -> str:
         if ndim == 2:
             return "sequence data must be (N, T, F), e.g. an npz X of that shape; use linear layers for tabular data"
         return "give it (N, time, features) input"
+    if typ == "embedding":
+        return ("an embedding takes token ids, one integer sequence per sample: an npz X of shape (N, T) "
+                "of integers; put it first")
+    if typ in TOKEN_LAYERS:
+        return "put an embedding (token ids -> (N, T, dim)) before it"
     return "check the layers before it"
 
 
@@ -360,6 +460,72 @@ def _construct(typ: str, layer, in_shape: tuple[int, ...], path: str, top: int) 
         raise err(f"cannot be built{' with ' + args if args else ''}: {_torch_msg(e)}") from None
 
 
+_TOKEN_KEYS = {
+    "embedding": ({"vocab", "num_embeddings", "dim", "embedding_dim", "padding_idx", "max_norm"}, ),
+    "positional_embedding": ({"max_len"}, ),
+    "transformer_encoder": ({"d_model", "heads", "nhead", "ff", "dim_feedforward", "dropout", "norm_first",
+                             "num_layers", "activation"}, ),
+    "sequence_pool": ({"mode"}, ),
+}
+DEFAULT_FF_FACTOR = 4        # transformer_encoder's feed-forward width defaults to 4 x d_model (Vaswani et al.)
+DEFAULT_TRANSFORMER_DROPOUT = 0.1   # torch.nn.TransformerEncoderLayer's own default
+
+
+def _construct_token_layer(typ: str, layer, in_shape: tuple[int, ...], path: str, top: int) -> nn.Module:
+    """embedding, positional_embedding, transformer_encoder, sequence_pool (sizes inferred from the input)."""
+    kw = dict(layer.kwargs)
+    err = lambda msg, **ex: _layer_err(path, typ, msg, top, in_shape, **ex)  # noqa: E731
+    allowed = _TOKEN_KEYS[typ][0]
+    for key in kw:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise err(f"unknown argument '{key}'; {hint}{typ} takes: {', '.join(sorted(allowed))}", bad_key=key)
+    if layer.layers is not None:
+        raise err("'layers' belongs to {type: residual} only")
+    if typ == "embedding":
+        vocab = kw.get("vocab", kw.get("num_embeddings"))
+        dim = layer.out or kw.get("dim") or kw.get("embedding_dim")
+        if not isinstance(vocab, int) or vocab <= 0:
+            raise err("needs 'vocab' (the number of token ids, a positive integer), e.g. {type: embedding, vocab: 64, dim: 32}")
+        if not isinstance(dim, int) or dim <= 0:
+            raise err("needs 'dim' (or 'out', the embedding size), e.g. {type: embedding, vocab: 64, dim: 32}")
+        pad = kw.get("padding_idx")
+        if pad is not None and not (isinstance(pad, int) and 0 <= pad < vocab):
+            raise err(f"padding_idx must be an id in 0..{vocab - 1}, got {pad!r}")
+        return TokenEmbedding(vocab, dim, padding_idx=pad, max_norm=kw.get("max_norm"))
+    if layer.out is not None:
+        raise err(f"'out' is not used by {typ} (its size is the input's last dimension)")
+    if typ == "positional_embedding":
+        max_len = kw.get("max_len", in_shape[1])
+        if not isinstance(max_len, int) or max_len < in_shape[1]:
+            raise err(f"max_len must be an integer >= the sequence length {in_shape[1]}, got {max_len!r}")
+        return PositionalEmbedding(max_len, in_shape[-1])
+    if typ == "transformer_encoder":
+        d = in_shape[-1]
+        if "d_model" in kw and kw["d_model"] != d:
+            raise err(f"d_model is {kw['d_model']} but its input {_fmt(in_shape)} has {d}; remove d_model "
+                      f"(it is inferred from the input)", given=kw["d_model"], inferred=d)
+        heads = kw.get("heads", kw.get("nhead", 1))
+        if not isinstance(heads, int) or heads <= 0 or d % heads:
+            raise err(f"heads must be a positive integer dividing d_model {d}, got {heads!r}")
+        ff = kw.get("ff", kw.get("dim_feedforward", DEFAULT_FF_FACTOR * d))
+        layers_n = kw.get("num_layers", 1)
+        if not isinstance(ff, int) or ff <= 0 or not isinstance(layers_n, int) or layers_n <= 0:
+            raise err(f"ff and num_layers must be positive integers, got ff={ff!r}, num_layers={layers_n!r}")
+        drop = kw.get("dropout", DEFAULT_TRANSFORMER_DROPOUT)
+        if not isinstance(drop, (int, float)) or not 0 <= drop < 1:
+            raise err(f"dropout must be in [0, 1), got {drop!r}")
+        act = kw.get("activation", "relu")
+        if act not in ("relu", "gelu"):
+            raise err(f"activation must be relu or gelu, got {act!r}")
+        return TransformerEncoderBlock(d, heads, ff, float(drop), bool(kw.get("norm_first", False)), layers_n, act)
+    mode = kw.get("mode", "mean")
+    if mode not in ("mean", "first", "last"):
+        raise err(f"mode must be mean, first or last, got {mode!r}")
+    return SequencePool(mode)
+
+
 def _build_stack(layers: list, dummy: torch.Tensor, prefix: str,
                  top: Optional[int], container: nn.Sequential) -> torch.Tensor:
     """Append one module per layer spec to `container`, pushing `dummy` through each; return the output."""
@@ -402,12 +568,16 @@ def _build_stack(layers: list, dummy: torch.Tensor, prefix: str,
         rank = _RANK.get(typ)
         if rank and len(in_shape) not in rank[0]:
             later = [l.type for l in layers[i + 1:]]
-            seq_ok = typ == "linear" and len(in_shape) == 3 and any(x in ("lstm", "gru") for x in later)
+            seq_ok = typ == "linear" and len(in_shape) == 3 and any(
+                x in ("lstm", "gru", "transformer_encoder", "sequence_pool") for x in later)
             if not seq_ok:
                 raise _layer_err(path, typ, f"expects {rank[1]} but gets {_fmt(in_shape)}; "
                                             f"{_rank_hint(typ, len(in_shape), in_shape)}", t, in_shape)
 
-        module = _construct(typ, layer, in_shape, path, t)
+        module = _construct_token_layer(typ, layer, in_shape, path, t) if typ in TOKEN_LAYERS else \
+            _construct(typ, layer, in_shape, path, t)
+        if typ == "embedding" and (i > 0 or prefix):
+            raise _layer_err(path, typ, "an embedding must be the first layer (it takes the token ids)", t, in_shape)
         module.eval()
         try:
             with torch.no_grad():
@@ -440,9 +610,10 @@ def build_model(model_spec, input_shape: tuple[int, ...], base_dir: str | None =
     shape = _check_input_shape(input_shape)
     if model_spec.class_:
         return _build_user_model(model_spec.class_, dict(model_spec.kwargs), shape, base_dir)
-    model = nn.Sequential()
+    layers = list(model_spec.layers or [])
+    model = MaskedSequential() if layers and layers[0].type == "embedding" else nn.Sequential()
     dummy = torch.zeros((DUMMY_BATCH,) + shape)
-    _build_stack(list(model_spec.layers or []), dummy, "", None, model)
+    _build_stack(layers, dummy, "", None, model)
     model.train()
     return model
 
@@ -612,17 +783,19 @@ _POOL = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.module
 
 def _is_unit(m: nn.Module) -> bool:
     """A module layer_table reports: a RecurrentLast wrapper, or a leaf (no children)."""
-    return isinstance(m, RecurrentLast) or next(m.children(), None) is None
+    return isinstance(m, (RecurrentLast, nn.MultiheadAttention)) or next(m.children(), None) is None
 
 
 def layer_kind(m: nn.Module) -> str:
-    """linear | conv | recurrent | norm | activation | dropout | pool | other."""
+    """linear | conv | recurrent | attention | norm | activation | dropout | pool | other."""
     if isinstance(m, (nn.Linear, nn.Bilinear)):
         return "linear"
     if isinstance(m, nn.modules.conv._ConvNd):
         return "conv"
     if isinstance(m, (RecurrentLast, nn.RNNBase)):
         return "recurrent"
+    if isinstance(m, nn.MultiheadAttention):
+        return "attention"
     if isinstance(m, _NORM):
         return "norm"
     if type(m).__module__ == _act.__name__ and not isinstance(m, nn.MultiheadAttention):
@@ -637,6 +810,8 @@ def layer_kind(m: nn.Module) -> str:
 def layer_type_name(m: nn.Module) -> str:
     if isinstance(m, RecurrentLast):
         return m.kind
+    if isinstance(m, nn.MultiheadAttention):
+        return "attention"
     if isinstance(m, nn.RNNBase):
         return type(m).__name__.lower()
     return _CLASS_NAME.get(type(m)) or _snake(type(m).__name__)
@@ -719,11 +894,14 @@ def model_summary(model_spec) -> Optional[dict[str, Any]]:
         hidden.pop()
     return {
         "n_layers": len(flat),
-        "n_weight_layers": sum(t in ("linear", "conv1d", "conv2d", "lstm", "gru") for t in flat),
+        "n_weight_layers": sum(t in ("linear", "conv1d", "conv2d", "lstm", "gru", "embedding", "transformer_encoder")
+                               for t in flat),
         "activations": activations,
         "last_activation": last,
-        "has_norm": any(t in ("batchnorm1d", "batchnorm2d", "layernorm") for t in flat),
-        "has_residual": has_residual,
+        # a transformer_encoder layer has its own LayerNorms and residual connections
+        "has_norm": any(t in ("batchnorm1d", "batchnorm2d", "layernorm", "transformer_encoder") for t in flat),
+        "has_residual": has_residual or "transformer_encoder" in flat,
+        "has_transformer": "transformer_encoder" in flat,
         "n_saturating": sum(t in SATURATING for t in hidden),
     }
 
@@ -766,8 +944,9 @@ def apply_init(model: nn.Module, init_spec, generator_seed: int | None = None) -
     its slope when the net uses LeakyReLU and no ReLU). xavier: xavier_uniform_ with gain 1 (the
     standard Glorot). lecun: N(0, 1/fan_in). orthogonal: orthogonal_ gain 1. zeros: weights and biases 0.
     normal(std): N(0, std). uniform(a): U(-a, a). constant(v): all weights v.
-    Applied to Linear and Conv* weights and to every LSTM/GRU weight matrix (weight_ih/hh, whole matrix,
-    all gates together); their biases are set to 0. Norm layers get weight 1, bias 0.
+    Applied to Linear and Conv* weights, to every LSTM/GRU weight matrix (weight_ih/hh, whole matrix,
+    all gates together) and to attention's packed q/k/v projection; their biases are set to 0. Norm layers
+    get weight 1, bias 0. Token and position embeddings keep their own init (N(0, 1), N(0, 0.02)).
     generator_seed: when given, the draws come from that seed (the global RNG is left as it was).
     """
     scheme = getattr(init_spec, "scheme", init_spec) or "default"
@@ -786,6 +965,14 @@ def apply_init(model: nn.Module, init_spec, generator_seed: int | None = None) -
                 if m.bias is not None:
                     with torch.no_grad():
                         m.bias.zero_()
+            elif isinstance(m, nn.MultiheadAttention):
+                # the packed query/key/value projection (its out_proj is an nn.Linear, handled above)
+                for pname, p in m.named_parameters(recurse=False):
+                    if pname.endswith("proj_weight"):
+                        _init_weight(p, scheme, value, nonlin, slope)
+                    elif pname.endswith("proj_bias"):
+                        with torch.no_grad():
+                            p.zero_()
             elif isinstance(m, nn.RNNBase):
                 for pname, p in m.named_parameters(recurse=False):
                     if pname.startswith("weight"):
@@ -927,6 +1114,12 @@ def build_optimizer(opt_spec, params, lr: float | None = None) -> torch.optim.Op
     lr = float(opt_spec.lr if lr is None else lr)
     wd = float(opt_spec.weight_decay)
     name = opt_spec.name
+    if wd > 0 and not getattr(opt_spec, "decay_norm_bias", True) and all(torch.is_tensor(p) for p in params):
+        # nanoGPT's rule: weight decay on the >= 2-D weights (matrices, embeddings) only; biases and norm
+        # gains (1-D) are not decayed
+        params = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": wd},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        params = [g for g in params if g["params"]]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(opt_spec.momentum), weight_decay=wd)
     if name == "adam":
@@ -936,3 +1129,31 @@ def build_optimizer(opt_spec, params, lr: float | None = None) -> torch.optim.Op
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=float(opt_spec.momentum), weight_decay=wd)
     raise UsageError(f"optimizer.name: unknown optimizer {name!r}; expected sgd, adam, adamw or rmsprop")
+
+
+def schedule_factor(schedule, step: int, total_steps: int) -> float:
+    """The lr multiplier of `optimizer.schedule` at optimizer step `step` (0-based): a linear warmup from
+    1/(warmup+1) to 1 over warmup_steps, then constant, or linear / cosine decay to min_factor at
+    total_steps (schedule.total_steps when given)."""
+    if schedule is None:
+        return 1.0
+    warm = int(schedule.warmup_steps)
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    if schedule.decay == "constant":
+        return 1.0
+    total = int(schedule.total_steps or total_steps)
+    span = max(1, total - warm)
+    t = min(1.0, (step - warm) / span)
+    lo = float(schedule.min_factor)
+    if schedule.decay == "linear":
+        return lo + (1.0 - lo) * (1.0 - t)
+    return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_scheduler(opt_spec, optimizer: torch.optim.Optimizer, total_steps: int):
+    """A torch LambdaLR for optimizer.schedule (None without one); stepped once per optimizer step."""
+    schedule = getattr(opt_spec, "schedule", None)
+    if schedule is None:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: schedule_factor(schedule, k, total_steps))

@@ -135,10 +135,16 @@ def run_probes(s: Session) -> None:
         adam = {"optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0}
         r1.append(s.task(("opt", "adam"), spec.with_overrides(**adam), "optimizer adam", adam,
                          steps=base_steps, eval_every=eval_every, record_every=0, instrument=False))
+    if "extra" in need:   # warmup, bf16 / loss scaling, norm-bias decay counterfactuals (transformer_probes.py)
+        from .transformer_probes import extra_tasks
+        r1 += extra_tasks(s, base_steps, eval_every)
+
     def keep(t, rec) -> None:
         if rec.stopped == "skipped":
             return
-        if t.key == "baseline":
+        if t.key[0] == "extra":
+            ctx.extra[t.key[1]] = rec
+        elif t.key == "baseline":
             ctx.baseline = ctx.init = rec
             ctx.regularization["configured"] = rec
             ctx.optimizers["configured"] = rec

@@ -30,7 +30,7 @@ from torch import nn
 
 from .data import ArrayData
 from .scaling import normalize_features, standardize_target
-from .model import apply_init, build_loss, build_model, build_optimizer, layer_table
+from .model import apply_init, build_loss, build_model, build_optimizer, build_scheduler, layer_table
 from .spec import Spec
 
 # ---- constants ------------------------------------------------------------------------------
@@ -43,6 +43,13 @@ SATURATION_TANH = 0.99    # |tanh| > 0.99: derivative 1 - y^2 < 0.02
 RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                nn.Hardswish, nn.PReLU, nn.RReLU)
 DEAD_THRESHOLD = 0.0      # a ReLU-family unit is inactive on a sample when its output <= 0
+FP16_MAX = 65504.0        # the largest finite float16; anything above overflows to inf
+SCALE_INIT = 2.0 ** 16    # torch.amp.GradScaler's defaults: init_scale 65536, backoff 0.5, growth 2x every 2000
+SCALE_BACKOFF = 0.5       # ... good steps (used by the simulated fp16 path too, so CPU and CUDA behave alike)
+SCALE_GROWTH = 2.0
+SCALE_GROWTH_INTERVAL = 2000
+SCALE_FLOOR = 1.0         # a loss scale below 1 no longer scales anything up: the scaler has collapsed (16 halvings
+                          # from 65536 in a row); the probe stops there, as every later step would be skipped
 SINGLE_THREAD_WORK = 5e8  # CPU probes below ~500M multiply-adds per step run on one thread: OpenMP's fork/join
                           # costs more than it saves there (measured: a 10-32-1 MLP, 300 steps, 0.29 s on 1 thread
                           # vs 1.9 s on 2 threads of a busy 2-core machine)
@@ -93,6 +100,9 @@ class ProbeRecord:
     device: str = "cpu"
     n_params: int = 0
     layer_kinds: dict[str, str] = field(default_factory=dict)
+    # mixed precision (training.precision bf16/fp16): {"precision", "simulated", "loss_scaling", "first_overflow",
+    # "overflow_steps", "skipped_steps", "scale_initial", "scale_final", "scale_min", "collapsed"}
+    amp: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,9 +212,9 @@ class Instruments:
         self.params: dict[str, list[torch.nn.Parameter]] = {}
         for name, module, kind in self.layers:
             ps = [p for p in module.parameters(recurse=False) if p.requires_grad]
-            if kind == "recurrent":
+            if kind in ("recurrent", "attention"):
                 ps = [p for p in module.parameters() if p.requires_grad]
-            if ps and kind in ("linear", "conv", "recurrent", "norm", "other"):
+            if ps and kind in ("linear", "conv", "recurrent", "attention", "norm", "other"):
                 self.params[name] = ps
 
     def _hook(self, name: str, module: nn.Module, kind: str):
@@ -233,6 +243,17 @@ class Instruments:
             if is_tanh:
                 stats["sat_frac"] = (out.abs() > SATURATION_TANH).float().mean()
             self.acts[name] = stats
+        return hook
+
+    def _attention_hook(self, name: str):
+        """Per-head entropy of the attention weights, recomputed from the module's own projections on the
+        recorded steps only (torch's fused attention never materialises them)."""
+        def hook(mod, args, kwargs, output):
+            if not self.armed:
+                return
+            stats = attention_entropy(mod, args, kwargs)
+            if stats is not None:
+                self.acts.setdefault(name + "#attn", {}).update(stats)
         return hook
 
     def grad_norms(self) -> dict[str, torch.Tensor]:
@@ -277,7 +298,7 @@ class Instruments:
         host = torch.stack(vals).cpu().tolist()
         out: dict[str, dict] = {}
         for (name, k), v in zip(keys, host):
-            out.setdefault(name, {})[k] = v if math.isfinite(v) else None
+            out.setdefault(name.removesuffix("#attn"), {})[k] = v if math.isfinite(v) else None
         return out
 
     def attach(self) -> None:
@@ -285,11 +306,205 @@ class Instruments:
         if not self.handles:
             self.handles = [module.register_forward_hook(self._hook(name, module, kind))
                             for name, module, kind in self.layers]
+            self.handles += [module.register_forward_hook(self._attention_hook(name), with_kwargs=True)
+                             for name, module, kind in self.layers if kind == "attention"]
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
+
+
+@torch.no_grad()
+def attention_entropy(mha: nn.MultiheadAttention, args: tuple, kwargs: dict) -> dict[str, torch.Tensor] | None:
+    """{"attn_entropy_h<i>": mean over queries and samples of head i's attention entropy / ln(keys)}: 0 is
+    one-hot attention (collapsed onto one key), 1 uniform over the non-padding keys. Padding queries are left
+    out. Only the packed q/k/v projection of a self-attention with batch_first is supported (None otherwise)."""
+    if not mha.batch_first or mha.in_proj_weight is None or len(args) < 2:
+        return None
+    q_in, k_in = args[0], args[1]
+    if not (torch.is_tensor(q_in) and torch.is_tensor(k_in)) or q_in.dim() != 3:
+        return None
+    d, h = mha.embed_dim, mha.num_heads
+    dh = d // h
+    w, b = mha.in_proj_weight.float(), mha.in_proj_bias
+    q = F.linear(q_in.float(), w[:d], None if b is None else b[:d].float())
+    k = F.linear(k_in.float(), w[d:2 * d], None if b is None else b[d:2 * d].float())
+    n, t, s_ = q.shape[0], q.shape[1], k.shape[1]
+    q = q.view(n, t, h, dh).transpose(1, 2)
+    k = k.view(n, s_, h, dh).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)            # (N, H, T, S)
+    pad = kwargs.get("key_padding_mask")
+    masked = None
+    if torch.is_tensor(pad):
+        masked = pad if pad.dtype == torch.bool else torch.isinf(pad) & (pad < 0)
+        scores = scores.masked_fill(masked[:, None, None, :], float("-inf"))
+    p = torch.softmax(scores, dim=-1)
+    ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)            # (N, H, T)
+    keys = (~masked).sum(-1).float() if masked is not None else torch.full((n,), float(s_), device=q.device)
+    norm = ent / torch.log(keys.clamp_min(2.0))[:, None, None]
+    if masked is not None and t == s_:
+        valid = (~masked).float()[:, None, :]                      # queries at padding positions do not count
+        per_head = (norm * valid).sum((0, 2)) / valid.sum((0, 2)).clamp_min(1.0)
+    else:
+        per_head = norm.mean((0, 2))
+    return {f"attn_entropy_h{i}": per_head[i] for i in range(h)}
+
+
+class Fp16Simulation:
+    """fp16 autocast simulated on a device without it (the CPU): every output of a linear, conv, attention or
+    recurrent layer (the ops autocast runs in float16) is rounded through float16, so values above 65504
+    overflow to inf as they would on a GPU, and their gradients pass through float16 on the way back; the
+    parameter gradients are rounded through float16 too. Loss scaling follows torch.amp.GradScaler's rules
+    (SCALE_* constants). The first layer whose output overflowed is kept."""
+
+    KINDS = ("linear", "conv", "attention", "recurrent")
+
+    def __init__(self, model: nn.Module):
+        self.first_bad_layer: str | None = None
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m, kind in layer_table(model)
+                        if kind in self.KINDS]
+
+    def _hook(self, name: str):
+        def round_fp16(t):
+            if torch.is_tensor(t) and t.is_floating_point() and t.dtype == torch.float32:
+                r = t.half().float()
+                if self.first_bad_layer is None and not bool(torch.isfinite(r).all()):
+                    self.first_bad_layer = name
+                return r
+            return t
+
+        def hook(mod, inputs, output):
+            if isinstance(output, tuple):
+                return tuple(round_fp16(o) for o in output)
+            return round_fp16(output)
+        return hook
+
+    @staticmethod
+    def round_grads(params) -> None:
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p.grad.copy_(p.grad.half().float())
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+class AmpState:
+    """Autocast and loss scaling for one probe, as training.precision / grad_scaler say: bf16 autocast;
+    fp16 autocast with torch's GradScaler on CUDA; fp16 through Fp16Simulation elsewhere (the CPU), with the
+    same loss-scaling rules. `step()` does what GradScaler.step/update do and records what happened."""
+
+    def __init__(self, spec: Spec, model: nn.Module, device: torch.device, rec: "ProbeRecord"):
+        tr = spec.training
+        self.precision = tr.precision
+        self.device = device
+        self.scaling = tr.loss_scaling
+        self.sim = None
+        self.scaler = None
+        self.rec = rec
+        self.scale = SCALE_INIT if self.scaling else 1.0
+        self.good = 0
+        if self.precision == "fp16":
+            if device.type == "cuda":
+                if self.scaling:
+                    self.scaler = torch.amp.GradScaler("cuda", init_scale=SCALE_INIT, backoff_factor=SCALE_BACKOFF,
+                                                       growth_factor=SCALE_GROWTH, growth_interval=SCALE_GROWTH_INTERVAL)
+            else:
+                self.sim = Fp16Simulation(model)
+            rec.amp = {"precision": "fp16", "simulated": self.sim is not None, "loss_scaling": self.scaling,
+                       "first_overflow": None, "overflow_steps": 0, "skipped_steps": 0,
+                       "scale_initial": self.scale if self.scaling else None, "scale_final": None,
+                       "scale_min": self.scale if self.scaling else None, "collapsed": False}
+        elif self.precision == "bf16":
+            rec.amp = {"precision": "bf16", "simulated": False}
+
+    @property
+    def active(self) -> bool:
+        return self.precision != "fp32"
+
+    def autocast(self):
+        import contextlib
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.precision == "fp16" and self.sim is None:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        elif self.sim is not None and self.scaling:
+            (loss * self.scale).backward()
+        else:
+            loss.backward()
+
+    def unscale_and_check(self, opt, params) -> bool:
+        """Before clipping: gradients back to their true size; True when every gradient is finite."""
+        if self.precision != "fp16":
+            return True
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+            return True    # the scaler's own inf check decides in step()
+        Fp16Simulation.round_grads(params)
+        grads = [p.grad for p in params if p.grad is not None]
+        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
+        if self.scaling and finite:
+            torch._foreach_div_(grads, self.scale)
+        return finite
+
+    def step(self, opt, step: int, finite: bool) -> bool:
+        """The optimizer step (skipped on an overflow when scaling); False when the probe must stop: the loss
+        scale collapsed below SCALE_FLOOR."""
+        a = self.rec.amp
+        if self.scaler is not None:
+            before = self.scaler.get_scale()
+            self.scaler.step(opt)
+            self.scaler.update()
+            after = self.scaler.get_scale()
+            finite = not after < before
+            self.scale = after
+        elif self.precision != "fp16":
+            opt.step()
+            return True
+        elif self.scaling:
+            if finite:
+                opt.step()
+                self.good += 1
+                if self.good % SCALE_GROWTH_INTERVAL == 0:
+                    self.scale *= SCALE_GROWTH
+            else:
+                self.good = 0
+                self.scale *= SCALE_BACKOFF
+        else:
+            opt.step()
+        if not finite:
+            a["overflow_steps"] += 1
+            if self.scaling:
+                a["skipped_steps"] += 1
+            if a["first_overflow"] is None:
+                a["first_overflow"] = {"step": step, "layer": self.sim.first_bad_layer if self.sim else None,
+                                       "where": "forward" if self.sim and self.sim.first_bad_layer else "gradient"}
+        if self.scaling:
+            a["scale_final"] = self.scale
+            a["scale_min"] = min(a["scale_min"], self.scale)
+            if self.scale < SCALE_FLOOR:
+                a["collapsed"] = True
+                return False
+        return True
+
+    def note_loss(self, step: int, loss_finite: bool) -> None:
+        a = self.rec.amp
+        if self.precision == "fp16" and not loss_finite and a.get("first_overflow") is None:
+            a["first_overflow"] = {"step": step, "layer": self.sim.first_bad_layer if self.sim else None,
+                                   "where": "forward"}
+
+    def remove(self) -> None:
+        if self.sim is not None:
+            self.sim.remove()
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -477,23 +692,33 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     X, y, Xv, yv = data.view(spec.data.normalize, spec.data.normalize_target)
     loss_name = spec.loss.name
     gen = torch.Generator().manual_seed(s.seed)     # batch order: a seeded permutation per epoch
+    n_full = len(X)
     if s.subset is not None and s.subset < len(X):
         idx = torch.randperm(len(X), generator=gen)[: s.subset].to(device)
         X, y = X[idx], y[idx]
     n = len(X)
     bs = min(s.batch_size or spec.training.batch_size, n)
+    k_acc = int(spec.training.accumulate)          # micro-batches per optimizer step (gradient accumulation)
     clip = spec.optimizer.grad_clip
+    # the lr schedule runs over the configured training's optimizer steps; a probe sees its beginning
+    total_steps = spec.training.epochs * max(1, math.ceil(n_full / (bs * k_acc)))
+    sched = build_scheduler(spec.optimizer, opt, total_steps)
+    amp = AmpState(spec, model, device, rec)
     inst = Instruments(model, attach=False) if s.instrument else None
     rec.layer_kinds = inst.kinds if inst else {}
     model.train()
 
+    def full_loss(Xs, ys):
+        with amp.autocast():
+            return _full_loss(model, loss_fn, Xs, ys, loss_name, data.task)
+
     rec.error_where = "initial evaluation (forward and loss)"
-    rec.initial_loss = _full_loss(model, loss_fn, X, y, loss_name, data.task)
+    rec.initial_loss = full_loss(X, y)
     with torch.no_grad():
         n_out = model.eval()(X[:2]).shape[-1]
         model.train()
     rec.reference_loss = constant_loss(targets_for_loss(y[:EVAL_ROWS], loss_name, data.task, n_out), loss_name)
-    rec.initial_val_loss = _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)
+    rec.initial_val_loss = full_loss(Xv, yv)
     if rec.initial_val_loss is not None:
         rec.val_losses.append((0, rec.initial_val_loss))
     rec.train_eval.append((0, rec.initial_loss))
@@ -507,8 +732,13 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     start = time.perf_counter()
     smoothed_ref = None
     ema_avg = 0.0          # the smoothed loss's running average (see ema())
+    n_ema = 0
     params_all = [(nm, p) for nm, p in model.named_parameters()]
+    trainable = [p for _, p in params_all if p.requires_grad]
     initial_params = {nm: p.detach().clone() for nm, p in params_all} if s.instrument else {}
+    # with loss scaling, a step whose loss or gradients overflow is skipped (as torch's GradScaler does), so a
+    # non-finite loss does not end the probe: the scale's collapse does
+    skips_overflow = amp.precision == "fp16" and amp.scaling
     step = 0
     batches: list[torch.Tensor] = []   # batch indices since the snapshot (for the replay)
     for step in range(s.steps):
@@ -516,27 +746,35 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
             snapshot = (step, {k: v.detach().clone() for k, v in model.state_dict().items()},
                         _clone_opt_state(opt), torch.get_rng_state())
             batches = []
-        if pos + bs > n:
-            perm = torch.randperm(n, generator=gen).to(device)
-            pos = 0
-        bidx = perm[pos:pos + bs]
-        pos += bs
-        batches.append(bidx)
-        xb, yb = X[bidx], y[bidx]
         record = inst is not None and (step == 0 or (s.record_every and step % s.record_every == 0))
-        if record:
-            inst.attach()
-            inst.armed = True
-        rec.error_where = "forward"
-        out = model(xb)
-        rec.error_where = "loss"
-        loss = loss_fn(out, targets_for_loss(yb, loss_name, data.task, out.shape[-1] if out.dim() > 1 else 1))
         opt.zero_grad(set_to_none=True)
-        rec.error_where = "backward"
-        loss.backward()
-        if record:
-            inst.armed = False
-            inst.remove()
+        step_idx = []
+        loss_sum = None
+        for micro in range(k_acc):
+            if pos + bs > n:
+                perm = torch.randperm(n, generator=gen).to(device)
+                pos = 0
+            bidx = perm[pos:pos + bs]
+            pos += bs
+            step_idx.append(bidx)
+            xb, yb = X[bidx], y[bidx]
+            arm = record and micro == 0
+            if arm:
+                inst.attach()
+                inst.armed = True
+            with amp.autocast():
+                rec.error_where = "forward"
+                out = model(xb)
+                rec.error_where = "loss"
+                loss = loss_fn(out, targets_for_loss(yb, loss_name, data.task, out.shape[-1] if out.dim() > 1 else 1))
+            if arm:
+                inst.armed = False
+                inst.remove()
+            rec.error_where = "backward"
+            amp.backward(loss / k_acc if k_acc > 1 else loss)
+            loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+        batches.append(step_idx[0] if k_acc == 1 else torch.cat(step_idx))
+        finite = amp.unscale_and_check(opt, trainable) if amp.active else True
         grads = inst.grad_norms() if record else {}   # before clipping: G402 must see the explosion
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -545,15 +783,29 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
             rec.params_without_grad = [nm for nm, p in params_all if p.requires_grad and p.grad is None]
             rec.params_without_grad += [nm for nm, p in params_all if not p.requires_grad]
         rec.error_where = "optimizer step"
-        opt.step()
-        losses[step] = loss.detach()
+        if amp.active:
+            keep_going = amp.step(opt, step, finite)
+        else:
+            opt.step()
+            keep_going = True
+        if sched is not None:
+            sched.step()
+        losses[step] = loss_sum / k_acc
         if record:
             stats = inst.collect(grads, inst.update_ratios(before))
             if step == 0:
                 rec.init_layers = stats
             rec.layers.append({"step": step, "stats": stats})
         if s.eval_every and step > 0 and step % s.eval_every == 0 and Xv is not None:
-            rec.val_losses.append((step, _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)))
+            rec.val_losses.append((step, full_loss(Xv, yv)))
+        if not keep_going:      # the loss scale collapsed: every further step would be skipped
+            vals = losses[read:step + 1].cpu().tolist()
+            read = step + 1
+            rec.losses.extend(v if math.isfinite(v) else None for v in vals)
+            rec.stopped = "non-finite"
+            fo = rec.amp.get("first_overflow") or {"step": step, "where": "gradient", "layer": None}
+            rec.first_nonfinite = {"step": fo["step"], "where": fo["where"], "layer": fo["layer"]}
+            break
         if (step + 1) % CHECK_EVERY == 0 or step == s.steps - 1:
             vals = losses[read:step + 1].cpu().tolist()
             read = step + 1
@@ -561,16 +813,29 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 rec.losses.append(v if math.isfinite(v) else None)
             step_times.append((time.perf_counter() - start) / read)
             bad = next((read - len(vals) + i for i, v in enumerate(vals) if not math.isfinite(v)), None)
-            if bad is not None:
+            if bad is not None and amp.precision == "fp16" and rec.amp.get("first_overflow") is None:
+                rec.amp["first_overflow"] = {"step": bad, "where": "forward",
+                                             "layer": amp.sim.first_bad_layer if amp.sim else None}
+            if bad is not None and not skips_overflow:
                 rec.stopped = "non-finite"
-                rec.first_nonfinite = _locate_nonfinite(model, opt, loss_fn, X, y, snapshot, batches, bad,
-                                                        loss_name, data.task, clip)
+                if amp.active:   # the fp32 replay would not reproduce a precision overflow
+                    fo = rec.amp.get("first_overflow") or {"step": bad, "where": "loss", "layer": None}
+                    rec.first_nonfinite = {"step": fo["step"], "where": fo["where"], "layer": fo["layer"]}
+                else:
+                    rec.first_nonfinite = _locate_nonfinite(model, opt, loss_fn, X, y, snapshot, batches, bad,
+                                                            loss_name, data.task, clip)
                 break
             for v in vals:   # ema() carried forward: recomputing it over all losses each time is O(steps^2)
+                if not math.isfinite(v):
+                    continue     # a skipped (overflowed) step under loss scaling
                 ema_avg = EMA_BETA * ema_avg + (1 - EMA_BETA) * v
-            smooth = ema_avg / (1 - EMA_BETA ** read)
+                n_ema += 1
+            if n_ema == 0:
+                continue
+            smooth = ema_avg / (1 - EMA_BETA ** n_ema)
             if smoothed_ref is None:
-                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else rec.losses[0]
+                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else \
+                    next((v for v in rec.losses if v is not None), None)
             if s.stop_on_divergence and smoothed_ref and smooth > DIVERGE_FACTOR * smoothed_ref:
                 rec.stopped = "diverged"
                 break
@@ -584,22 +849,24 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
     elapsed = time.perf_counter() - start
     rec.step_time_s = elapsed / max(rec.steps_run, 1)
     if rec.stopped != "non-finite":
-        rec.final_loss = _full_loss(model, loss_fn, X, y, loss_name, data.task)
+        rec.final_loss = full_loss(X, y)
         rec.train_eval.append((rec.steps_run, rec.final_loss))
         if Xv is not None:
-            rec.final_val_loss = _full_loss(model, loss_fn, Xv, yv, loss_name, data.task)
+            rec.final_val_loss = full_loss(Xv, yv)
             if not rec.val_losses or rec.val_losses[-1][0] != rec.steps_run:
                 rec.val_losses.append((rec.steps_run, rec.final_val_loss))
         if rec.final_loss is None and rec.first_nonfinite is None:
             rec.first_nonfinite = {"step": rec.steps_run, "where": "weights", "layer": None}
     if rec.stopped != "non-finite":
-        rec.metrics = _metrics(model, Xv if Xv is not None else X, yv if Xv is not None else y, loss_name, data.task)
+        with amp.autocast():
+            rec.metrics = _metrics(model, Xv if Xv is not None else X, yv if Xv is not None else y, loss_name, data.task)
     if s.instrument and rec.stopped not in ("non-finite",):
         rec.params_unchanged = [nm for nm, p in params_all
                                 if p.requires_grad and nm in initial_params and torch.equal(p.detach(), initial_params[nm])]
     rec.peak_memory_bytes = _peak_memory(device)
     if inst is not None:
         inst.remove()
+    amp.remove()
 
 
 def _clone_opt_state(opt: torch.optim.Optimizer) -> dict:

@@ -107,6 +107,9 @@ class DataSpec(_Strict):
     # it returns a torch.utils.data.Dataset, or arrays/tensors (X, y)
     dataset: Optional[str] = None
     image_size: Optional[Union[PositiveInt, list[PositiveInt]]] = None   # image folders: resize to S x S or [H, W]
+    # token data (integer sequences (N, T) in an npz, or a Parquet column of integer lists):
+    vocab_size: Optional[PositiveInt] = None   # ids must lie in 0..vocab_size-1; inferred (max id + 1) when absent
+    pad_id: Optional[int] = Field(None, ge=0)  # the padding id (shorter Parquet sequences are padded with it)
 
     @model_validator(mode="after")
     def _source(self) -> "DataSpec":
@@ -217,12 +220,25 @@ class LossSpec(_Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
+class ScheduleSpec(_Strict):
+    """`optimizer.schedule`: a linear warmup over `warmup_steps`, then constant, linear or cosine decay
+    (to `min_factor` x lr) over `total_steps` (default: the configured training's optimizer steps)."""
+
+    warmup_steps: int = Field(0, ge=0)
+    decay: Literal["constant", "linear", "cosine"] = "constant"
+    total_steps: Optional[PositiveInt] = None
+    min_factor: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class OptimizerSpec(_Strict):
     name: OptimizerName = "adam"
     lr: float = Field(1e-3, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: Optional[float] = Field(None, gt=0.0)
+    schedule: Optional[ScheduleSpec] = None
+    # false: no weight decay on norm-layer weights and biases (nanoGPT's rule: decay only >= 2-D weights)
+    decay_norm_bias: bool = True
 
 
 class TrainingSpec(_Strict):
@@ -231,6 +247,13 @@ class TrainingSpec(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     step: Optional[str] = None        # package.module:function, a user's training step (runs user code)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast dtype of the forward pass
+    grad_scaler: Optional[bool] = None  # fp16 loss scaling (torch's GradScaler); None: on for fp16
+    accumulate: PositiveInt = 1       # gradient-accumulation micro-batches per optimizer step
+
+    @property
+    def loss_scaling(self) -> bool:
+        return self.precision == "fp16" and self.grad_scaler is not False
 
     @field_validator("device")
     @classmethod
@@ -275,6 +298,11 @@ class Spec(_Strict):
         loss = self.loss
         if loss.class_weights is None and loss.label_smoothing == 0.0:
             d["loss"] = loss.name
+        # the transformer-era keys are written only when they differ from their defaults
+        for section, key, default in (("training", "precision", "fp32"), ("training", "accumulate", 1),
+                                      ("optimizer", "decay_norm_bias", True)):
+            if d.get(section, {}).get(key) == default:
+                d[section].pop(key)
         return d
 
 
@@ -293,7 +321,7 @@ def _path_str(loc: tuple) -> str:
     return out or "(top level)"
 
 
-_INT_KEYS = {"out", "batch_size", "epochs", "max_rows"}  # the PositiveInt fields
+_INT_KEYS = {"out", "batch_size", "epochs", "max_rows", "vocab_size", "accumulate", "total_steps"}  # the PositiveInt fields
 _EXPECT = {
     "missing": "this key is required",
     "extra_forbidden": "unknown key",

@@ -339,7 +339,10 @@ def diagnose_step(step_fn: Callable, spec: Spec, data: DeviceData, seed: int = 0
     diag = StepDiagnosis(ref=name, source=f"{path}:{start}" if path else None)
     devices = [data.device.index or 0] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        _measure(step_fn, spec, data, seed, make_optimizer, diag)
+        if spec.training.accumulate > 1:   # the step gets micro-batches: measure the accumulation (G412, G413)
+            measure_accumulation(step_fn, spec, data, seed, make_optimizer, diag)
+        else:
+            _measure(step_fn, spec, data, seed, make_optimizer, diag)
     diag.wall_s = time.perf_counter() - t0
     return diag
 
@@ -477,3 +480,61 @@ def _loss_value(loss: Any) -> float | None:
         return float(loss)
     except (TypeError, ValueError, RuntimeError):
         return None
+
+
+# ---- gradient accumulation (training.accumulate k > 1) -------------------------------------------------
+# With training.accumulate k > 1 the step gets `batch` as a LIST of k (x, y) micro-batches and must make ONE
+# optimizer step over them: divide each micro-batch loss by k, backward() each, zero the gradients once per
+# optimizer step. The harness records the gradient optimizer.step() sees against the mean of the micro-batch
+# gradients (what a correct step gives) and the last micro-batch's alone; checks/transformers.py judges
+# (G412 loss not divided, G413 zero_grad on every micro-step).
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    den = float(torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
+    return float(a @ b) / den if den > 0 else 0.0
+
+
+def _no_dropout(model: nn.Module) -> None:
+    for mod in model.modules():   # exact references: no dropout noise between the step and the harness
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            mod.p = 0.0
+
+
+def measure_accumulation(fn: Callable, spec: Spec, data: DeviceData, seed: int, make_optimizer,
+                         diag: StepDiagnosis) -> None:
+    """One call of the step with k micro-batches (one batch split in k), dropout off; measurements go to
+    diag.measurements["accumulation"]."""
+    H = _Harness(spec, data, seed, make_optimizer)
+    model, loss_fn, opt = H.build()
+    k = int(spec.training.accumulate)
+    x, y = _batch(spec, data, model, seed)
+    micro = list(zip(x.chunk(k), y.chunk(k)))
+    k = len(micro)
+    diag.lines = {key: _find_line(fn, rx) for key, rx in LINE_PATTERNS.items()}
+    acc: dict[str, Any] = {"accumulate": k, "micro_batch_sizes": [int(mx.shape[0]) for mx, _ in micro]}
+    diag.measurements["accumulation"] = acc
+    _no_dropout(model)
+    state0 = {kk: v.detach().clone() for kk, v in model.state_dict().items()}
+    c = H.call(fn, model, micro, opt, loss_fn, seed + 1)
+    diag.calls += 1
+    if c.error is not None:
+        _exception(c, "first call", diag)
+        return
+    acc["optimizer_steps"] = c.opt_steps
+    if not c.step_grads:
+        return
+    names = list(c.step_grads)
+    refs = []
+    for mx, my in micro:
+        model_r, _, _ = H.build()
+        _no_dropout(model_r)
+        model_r.load_state_dict(state0)
+        loss_fn(model_r(mx), my).backward()
+        refs.append({n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                     for n, p in model_r.named_parameters()})
+    g = _flat(c.step_grads, names)
+    mean = _flat({n: sum(r[n] for r in refs) / k for n in names}, names)
+    last = _flat(refs[-1], names)
+    acc.update({"grad_to_mean_ratio": float(torch.linalg.vector_norm(g) / torch.linalg.vector_norm(mean).clamp_min(REL_EPS)),
+                "cos_with_mean_grad": _cos(g, mean), "cos_with_last_micro_grad": _cos(g, last),
+                "cos_mean_vs_last": _cos(mean, last)})

@@ -43,7 +43,8 @@ def test_select_h300_runs_only_the_lr_search(probes_run):
 def test_every_probe_group_named_is_one_the_planner_knows():
     for letter in "DMHGR":
         load_checks(letter)
-    known = {"baseline", "lr", "batch", "regularization", "optimizer", "subset", "tiny", "memory", "user_step"}
+    known = {"baseline", "lr", "batch", "regularization", "optimizer", "subset", "tiny", "memory", "user_step",
+             "extra"}  # extra: transformer_probes.py (warmup, bf16 / loss scaling, norm-bias decay)
     assert set(PROBES_NEEDED) <= set(CATALOGUE)
     assert {p for needs in PROBES_NEEDED.values() for p in needs} <= known
     # every check that reads a probe record is listed (the codes that need only data or the model are not)

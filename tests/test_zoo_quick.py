@@ -22,7 +22,8 @@ QUICK_BUDGET_S = 30.0
 
 def test_the_zoo_covers_every_code_that_a_spec_and_data_can_provoke():
     from nn_doctor.catalogue import CATALOGUE
-    expected = set().union(*(s.expected for s in SCENARIOS))
+    from benchmarks.zoo.modern import MODERN     # the transformer-era holdout scenarios
+    expected = set().union(*(s.expected for s in list(SCENARIOS) + MODERN))
     gpu_or_user_step = {"R501", "G408"}     # out of memory needs a GPU; G408 needs a user training step
     assert set(CATALOGUE) - gpu_or_user_step - expected == set()
     assert len(SCENARIOS) >= 45 and len({s.name for s in SCENARIOS}) == len(SCENARIOS)

@@ -38,6 +38,8 @@ NEEDS = {
     "memory": "the memory probe (or what the Monitor measured)",
     "timing": "the run's step time",
     "env": "the device and the software environment",
+    "extra": "the counterfactual probes of nn_doctor/transformer_probes.py (warmup, bf16 / loss scaling, "
+             "weight decay off norm gains and biases)",
 }
 # What each producer hands the checks (ProbeContext.source); full-report provides everything
 PROVIDES = {
@@ -50,7 +52,7 @@ PROVIDES = {
 # The probe group (nn_doctor/plan.py's names) that produces each input a check can read
 INPUT_PROBES = {"init": "baseline", "curves": "baseline", "layers": "baseline", "timing": "baseline", "lr": "lr",
                 "batch": "batch", "regularization": "regularization", "optimizer": "optimizer", "subset": "subset",
-                "tiny": "tiny", "user_step": "user_step", "memory": "memory"}
+                "tiny": "tiny", "user_step": "user_step", "memory": "memory", "extra": "extra"}
 
 
 class NotRun(Exception):
@@ -110,8 +112,8 @@ def as_list(result: CheckResult) -> list[Finding]:
 
 # the modules that hold each step's checks (registration happens on import; torch is imported only with
 # the steps that need it). Which codes they register comes from the catalogue and the @check decorators.
-STEP_MODULES = {Step.DATA: ("data",), Step.MODEL: ("model",), Step.HYPERPARAMETERS: ("hyper",),
-                Step.GRADIENTS: ("gradients", "user_step"), Step.RESOURCES: ("resources",)}
+STEP_MODULES = {Step.DATA: ("data", "tokens"), Step.MODEL: ("model",), Step.HYPERPARAMETERS: ("hyper", "transformers"),
+                Step.GRADIENTS: ("gradients", "user_step", "transformers"), Step.RESOURCES: ("resources",)}
 
 
 def load_checks(letter: str) -> None:

@@ -55,6 +55,7 @@ class ProbeContext:
     memory: dict[str, Any] | None = None     # R501/R502: {"oom": bool, "max_batch": int, "peak_bytes": ..., ...}
     env: dict[str, Any] = field(default_factory=dict)
     working_lr: float | None = None          # the lr used for M208/G407: recommended, else configured
+    extra: dict[str, ProbeRecord] = field(default_factory=dict)   # transformer_probes.py: "warmup", "bf16", ...
     user_step: Any = None                    # G405/G408: the harness's record of the user's step (user_step.py)
     curve: CurveLog | None = None            # check-curves: the logged run's loss curves
     source: str = "probe"                    # one of SOURCES: who produced the records

@@ -810,4 +810,11 @@ def run_data_checks(ds: Dataset, report: Report, select: list[str] | None = None
     found = run_checks(DATA_CODES[:1], ctx, report, select, ignore)
     if found or check_data_unreadable(ctx) is not None:
         return found
-    return found + run_checks(DATA_CODES[1:], ctx, report, select, ignore)
+    if ds.tokens is not None:   # token sequences: their own checks (checks/tokens.py) instead of feature statistics
+        from .tokens import NOT_FOR_TOKENS
+        ctx.spec_layers = [l.model_dump(exclude_none=True) for l in spec.model.layers] \
+            if spec is not None and spec.model.layers else None
+        return found + run_checks([c for c in DATA_CODES[1:] if c not in NOT_FOR_TOKENS], ctx, report, select,
+                                  ignore)
+    from .tokens import TOKEN_CODES
+    return found + run_checks([c for c in DATA_CODES[1:] if c not in TOKEN_CODES], ctx, report, select, ignore)

@@ -126,6 +126,8 @@ def step_bugs(diag: Any) -> list[StepBug]:
     m, lines = diag.measurements, diag.lines
     if diag.exceptions and diag.exceptions[0]["call"] == "first call":
         return [_exception_bug(diag, diag.exceptions[0])]   # nothing else was measured
+    if "accumulation" in m:   # training.accumulate > 1: the accumulation rules (G412/G413, checks/transformers.py)
+        return [_exception_bug(diag, e) for e in diag.exceptions[:1]]
     later = list(diag.exceptions)
     bugs: list[StepBug] = []
     if m.get("no_gradient_reaches_params"):      # (e)
