@@ -66,13 +66,9 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     val_source: str = "split"         # "split (20%, stratified)" or the validation file
     n_rows_read: int = 0              # before max_rows sampling
-<<<<<<< HEAD
+    tokens: TokenInfo | None = None   # token data: what the spec says about the ids (None: not token data)
     notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken,
                                                      # a column read as text by check_types, ...)
-=======
-    tokens: TokenInfo | None = None   # token data: what the spec says about the ids (None: not token data)
-    notes: list[str] = field(default_factory=list)   # what reading did that the user should know (a sample taken, ...)
->>>>>>> refs/heads/transformers
 
     @property
     def n_train(self) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .catalogue import Step
 from .checks import run_checks
 from .data import Dataset
-from .errors import DataError, ModelBuildError, UsageError
+from .errors import DataError, UsageError
 from .plan import INIT_VARIANTS, LR_PROBE_STEPS, PROBE_HEALTH_CODES, init_variants, model_builds, resources, \
     run_probes
 from .report import Report
