@@ -1,4 +1,4 @@
-"""The learning-rate probe of seeds/003 ("学习率不合适"): start at 0.1, divide by 10 while the loss
+"""The learning-rate probe of the source notes' lr advice: start at 0.1, divide by 10 while the loss
 diverges or does not fall, down to 1e-4; then bisect in log space between the last failing and the
 first working lr to find the edge of stability.
 

@@ -1,4 +1,4 @@
-"""Step 2 checks: the model structure (M200-M208), seeds/000 "验证模型结构：输出层是否匹配任务，权重初始化是否正确".
+"""Step 2 checks: the model structure (M200-M208): does the output layer fit the task, is the init right.
 
 Static checks read the spec (`ctx.spec`, `ctx.model_summary`) and the data (`ctx.arrays`); measured ones
 read probe records (`ctx.init`: per-layer statistics at init; `ctx.subset_fit`: a fit of a small training
@@ -137,7 +137,7 @@ def hidden_activations(ctx: ProbeContext) -> list[str]:
 
 
 def recommended_init(ctx: ProbeContext) -> str:
-    """he for ReLU-family nets, xavier for sigmoid/tanh nets (seeds/000, seeds/004)."""
+    """he for ReLU-family nets, xavier for sigmoid/tanh nets (the source notes on init)."""
     acts = hidden_activations(ctx)
     n_sat = sum(a in SATURATING for a in acts)
     n_relu = sum(a in RELU_FAMILY for a in acts)

@@ -1,4 +1,4 @@
-"""Step 5: resources (R5xx) — the device, memory, throughput and environment (seeds/000 "监控资源")."""
+"""Step 5: resources (R5xx) — the device, memory, throughput and environment."""
 from __future__ import annotations
 
 import math

@@ -3,7 +3,7 @@
 
 The harness (nn_doctor.user_step.diagnose_step) runs the step in a controlled setting and records what
 it measured in a StepDiagnosis (ctx.user_step); `step_bugs` reads that record and names each bug of
-seeds/000 "实现代码问题" and seeds/001 "权重更新规则错误" with its numbers as evidence and a fix that points
+the source notes' implementation bugs and wrong weight-update rules with its numbers as evidence and a fix that points
 at the user's line. The letters (a)-(f) follow the harness's docstring.
 """
 from __future__ import annotations
