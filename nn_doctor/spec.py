@@ -1,4 +1,4 @@
-"""The YAML spec (../shared/spec/config.md) -> validated, typed objects.
+"""The YAML spec (docs/spec.md) -> validated, typed objects.
 
 YAML is read with a bounded safe loader (safe_yaml.py: SafeLoader plus limits on size, depth, value
 count with aliases expanded, number length, alias cycles and duplicate keys). Validation is pydantic's;

@@ -1,4 +1,4 @@
-"""Step 4 checks: code and gradients (G400-G407), seeds/000 "调试代码：打印梯度值，确认反向传播是否执行".
+"""Step 4 checks: code and gradients (G400-G413): print the gradients, confirm backpropagation ran.
 
 They read the configured-settings probe `ctx.baseline` (falling back to `ctx.init` when there is no
 baseline), whose per-layer records hold, at init and every `record_every` steps: grad_norm (after any

@@ -90,7 +90,7 @@ def _start(rec: ProbeRecord, use_val: bool) -> float | None:
 
 
 def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
-    """The seeds/003 pattern of the run's curves: the logged run's (check-curves), else the baseline
+    """The train/validation pattern of the run's curves: the logged run's (check-curves), else the baseline
     record's per-step training losses (denser than the two full-batch points of train_eval; the curve
     classifier smooths them) against its validation losses. A probe that stopped because its smoothed loss
     blew up is diverging whatever its last steps show; a run that "learned" only as far as the constant
