@@ -13,7 +13,7 @@ from enum import Enum, IntEnum
 
 
 class Step(IntEnum):
-    """The five troubleshooting steps, in the seeds' order (seeds/000 "排查步骤归纳")."""
+    """The five troubleshooting steps, in the troubleshooting order of the source notes."""
 
     DATA = 1
     MODEL = 2

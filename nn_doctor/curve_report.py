@@ -1,4 +1,4 @@
-"""`nn-doctor check-curves LOG.csv`: the seeds/003 reading of a real training's loss curves.
+"""`nn-doctor check-curves LOG.csv`: the train/validation reading of a real training's loss curves.
 
 The log is a CSV with a training-loss column and optionally a validation-loss column (Lightning's and
 Keras' CSVLogger write such files; curves.read_curve_log finds the columns and the x axis). The report

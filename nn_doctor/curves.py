@@ -1,6 +1,6 @@
-"""Train/validation loss curves -> one of the five patterns of seeds/003.
+"""Train/validation loss curves -> one of the train/validation loss patterns.
 
-seeds/003 ("如何通过train loss与test loss分析网络当下的状况") reads the state of a network off its two
+The source notes on reading train and test loss read the state of a network off its two
 loss curves:
 
   1. train falling, val falling -> still learning                         ("learning")

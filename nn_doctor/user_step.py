@@ -1,6 +1,6 @@
 """The harness around the user's own training step: it measures; checks/user_step.py judges (G408, G405).
 
-seeds/000 "实现代码问题" and seeds/001 "权重更新规则错误" list the code bugs that make a network fail to
+The source notes on implementation bugs and wrong weight-update rules list the code bugs that make a network fail to
 train although data, model and hyperparameters are fine: an update without the learning rate, gradient
 ascent instead of descent, a PyTorch training loop without `model.train()`, gradients computed under
 `torch.no_grad()`. They cannot be seen in a spec; they live in the user's training step. nn-doctor runs
