@@ -239,7 +239,7 @@ pct = fmt.change   # a relative change for messages: '-82%', or '×1.2e+10' past
 # ---- the classification -----------------------------------------------------------------------------
 
 def classify_curves(train: Series, val: Series | None = None) -> CurveVerdict:
-    """The seeds/003 pattern of a training curve and an optional validation curve.
+    """The train/validation pattern of a training curve and an optional validation curve.
 
     Each series is [(step or epoch, loss)]; None, NaN or inf losses are non-finite. Raises ValueError
     when the training curve has fewer than MIN_POINTS points.
