@@ -188,7 +188,7 @@ class Session:
         if not tasks:
             return []
         self.progress.plan(len(tasks), what)
-        return self.executor.run_round(tasks)
+        return self.executor.run_round(tasks, what)
 
     def task(self, key: Any, spec: Spec, label: str, overrides: dict[str, Any] | None = None, **settings: Any):
         from .executor import ProbeTask

@@ -450,3 +450,13 @@ def test_the_last_resort_handler_says_one_line_and_exit_2(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1 and "internal error: ZeroDivisionError: unexpected" in res.stderr
     assert "please report" in res.stderr
+
+
+def test_a_model_that_does_not_build_is_reported_once_in_full_report(tmp_path):
+    # model_builds decides M200; the static step-2 checks that still run afterwards must not repeat it
+    layers = [{"type": "linear", "out": 8, "kernel": 3}, {"type": "relu"}, {"type": "linear", "out": 3}]
+    p = write(tmp_path, good_yaml(**{"model.layers": layers}), "kw.yaml")
+    code, out, err, took = cli("full-report", "--config", p, "--format", "json")
+    import json
+    codes = [f["code"] for f in json.loads(out)["findings"]]
+    assert code == 1 and codes.count("M200") == 1, codes
