@@ -246,3 +246,8 @@ def display_path(path: str | None) -> str | None:
 
 def steps_per_epoch(spec: Spec, n_train: int) -> int:
     return max(1, math.ceil(n_train / min(spec.training.batch_size, n_train)))
+
+
+def configured_steps(spec: Spec, n_train: int) -> int:
+    """The updates of the training the user will run: epochs x ceil(rows / batch)."""
+    return spec.training.epochs * steps_per_epoch(spec, n_train)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .catalogue import Severity
 from .errors import UsageError
 from .report import Finding, Report
+from .plan import judged_steps
 from .session import Session
 
 METRIC_GAIN = 0.03        # a fix helps when the validation metric (balanced accuracy, R²) rises by >= 0.03: one
@@ -36,11 +37,14 @@ LOSS_CHANGING_KEYS = ("loss", "data.normalize_target")   # a patch of these chan
 # ---- 1. counterfactual probes ----------------------------------------------------------------------------
 
 def verify_fixes(s: Session) -> None:
-    """One round of counterfactual probes: every finding with a testable spec change, errors and warnings."""
+    """One round of counterfactual probes: every finding with a testable spec change, errors and warnings, each
+    trained for its own spec's configured length (plan.judged_steps) and compared with the configured spec at
+    its configured length (the baseline itself, unless the configured training is shorter than the baseline)."""
     rep, ctx = s.report, s.ctx
     base = ctx.baseline if ctx is not None else None
     if base is None or base.stopped == "skipped":
         return
+    n = len(s.arrays.X)
     seen: dict[str, int] = {}
     tasks, owners = [], []
     for f in rep.findings:
@@ -58,14 +62,16 @@ def verify_fixes(s: Session) -> None:
         except Exception as err:   # pydantic refuses the patched spec: say so, never crash the report
             f.verified = {"probe": patch_text(f.patch), "result": f"not tested: the change does not apply ({err})"}
             continue
-        seen[key] = len(tasks)
+        seen[key] = len(owners)
         owners.append([f])
-        st = base.settings
-        tasks.append(s.task(key, patched, f"verify {f.code}", f.patch, steps=st.get("steps", 100),
-                            eval_every=st.get("eval_every", 25), record_every=0, instrument=False))
-    for rec, fs in zip(s.run_round(tasks, "probes: testing the fixes"), owners):
+        steps = judged_steps(patched, n)
+        tasks.append(s.task(key, patched, f"verify {f.code}", f.patch, steps=steps,
+                            eval_every=max(1, steps // 4), record_every=0, instrument=False))
+    before = ctx.as_configured or base   # the configured spec at its configured length (plan.py)
+    records = s.run_round(tasks, "probes: testing the fixes")
+    for rec, fs in zip(records, owners):
         for f in fs:
-            f.verified = judge(base, rec, f.patch)
+            f.verified = judge(before, rec, f.patch)
 
 
 def patch_text(patch: dict[str, Any]) -> str:
@@ -146,7 +152,9 @@ def pick(report: Report, applied_keys: set[str]) -> Finding | None:
 
 
 def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
-    """Test the fixes of the diagnosed spec, then apply them one at a time, re-diagnosing after each."""
+    """Test the fixes of the diagnosed spec, then apply them one at a time, re-diagnosing after each. When the
+    budget has no room for another diagnosis, the next confirmed fix is still applied (its own probe trained the
+    fixed spec), and the report says that spec was not diagnosed again."""
     verify_fixes(s)
     s.report.finalize()
     if s.ctx is None or s.ctx.baseline is None:
@@ -154,6 +162,7 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
     written = {k: v for f in s.report.findings if f.untestable and f.patch for k, v in f.patch.items()}
     path: list[dict[str, Any]] = []
     current, applied = s, set(written)
+    spec = s.spec
     stop = "no fix left that a probe confirmed"
     while True:
         if not _has_issues(current.report):
@@ -165,46 +174,59 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
         chosen = pick(current.report, applied)
         if chosen is None:
             break
-        left = s.clock.left()
-        # a round costs about what the first diagnosis and its fix tests cost (or the last round)
-        last = path[-1]["round_s"] if path else s.clock.elapsed()
-        if left is not None and left < ROUND_TIME_FACTOR * last:
-            stop = f"the budget would run out before another round (--budget {s.clock.budget_s:g} s)"
-            break
-        t0 = s.clock.elapsed()
         try:
             spec = current.spec.with_overrides(**{**chosen.patch, **written})
         except Exception:
             break
+        left = s.clock.left()
+        # a round costs about what the first diagnosis and its fix tests cost (or the last round)
+        last = path[-1]["round_s"] if path and path[-1]["rediagnosed"] else s.clock.elapsed()
+        step = _path_step(chosen)
+        path.append(step)
+        applied |= set(chosen.patch)
+        if left is not None and left < ROUND_TIME_FACTOR * last:
+            step.update(rediagnosed=False, round_s=0.0)
+            stop = (f"the budget would run out before the spec with {chosen.code}'s fix is diagnosed again "
+                    f"(--budget {s.clock.budget_s:g} s); that fix's own probe trained it")
+            break
+        t0 = s.clock.elapsed()
         child = s.fork(spec)
         rediagnose(child)
         verify_fixes(child)
         child.report.finalize()
-        v = chosen.verified or {}
-        path.append({"code": chosen.code, "name": chosen.name, "fix": chosen.fix, "patch": chosen.patch,
-                     "metric": v.get("metric"), "before": v.get("metric_before"), "after": v.get("metric_after"),
-                     "before_state": v.get("before_state"), "after_state": v.get("after_state"),
-                     "loss_before": v.get("loss_before"), "loss_after": v.get("loss_after"),
-                     "round_s": s.clock.elapsed() - t0})
-        applied |= set(chosen.patch)
+        step["round_s"] = s.clock.elapsed() - t0
         current = child
         if child.ctx is None or child.ctx.baseline is None:
             stop = "the repaired spec could not be probed"
             break
-    final = current.report
-    base = outcome(current.ctx.baseline if current.ctx is not None else None)
-    s.report.probes["treatment"] = {
-        "path": path,
-        "written_without_probe": written,
-        "stopped": stop,
-        "final": {"verdict": final.verdict, "first_fix": final.first_fix,
-                  "metric": base.get("metric_name"), "value": base.get("metric"),
-                  "findings": [{"code": f.code, "severity": f.severity.value, "message": f.message, "fix": f.fix}
-                               for f in final.findings if f.severity.rank >= Severity.WARNING.rank]},
-    }
-    s.treated_spec = current.spec if (path or written) else None
+    s.report.probes["treatment"] = {"path": path, "written_without_probe": written, "stopped": stop,
+                                    "final": _final_state(current, path)}
+    s.treated_spec = spec if (path or written) else None
     if s.opts.write_fixed:
         write_fixed(s, s.opts.write_fixed, {**written, **_merged(path)})
+
+
+def _path_step(chosen: Finding) -> dict[str, Any]:
+    v = chosen.verified or {}
+    return {"code": chosen.code, "name": chosen.name, "fix": chosen.fix, "patch": chosen.patch,
+            "metric": v.get("metric"), "before": v.get("metric_before"), "after": v.get("metric_after"),
+            "before_state": v.get("before_state"), "after_state": v.get("after_state"),
+            "loss_before": v.get("loss_before"), "loss_after": v.get("loss_after"), "rediagnosed": True}
+
+
+def _final_state(current: Session, path: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last spec of the path: its diagnosis, or, when the last fix was applied without one, what that fix's
+    own probe reached."""
+    if path and not path[-1]["rediagnosed"]:
+        last = path[-1]
+        return {"verdict": "not diagnosed again", "first_fix": None, "metric": last.get("metric"),
+                "value": last.get("after"), "findings": []}
+    final, cctx = current.report, current.ctx
+    base = outcome(None if cctx is None else cctx.as_configured or cctx.baseline)
+    return {"verdict": final.verdict, "first_fix": final.first_fix,
+            "metric": base.get("metric_name"), "value": base.get("metric"),
+            "findings": [{"code": f.code, "severity": f.severity.value, "message": f.message, "fix": f.fix}
+                         for f in final.findings if f.severity.rank >= Severity.WARNING.rank]}
 
 
 def _has_issues(report: Report) -> bool:
@@ -242,7 +264,10 @@ def write_fixed(s: Session, path: str, patch: dict[str, Any]) -> None:
               f"# fixes applied, each confirmed by a probe: {', '.join(steps) if steps else 'none'}\n")
     if t.get("written_without_probe"):
         header += f"# also written (no probe can test them): {', '.join(t['written_without_probe'])}\n"
-    header += f"# this spec was diagnosed again: verdict {final.get('verdict', 'unknown')}, {score}\n"
+    if final.get("verdict") == "not diagnosed again":
+        header += f"# the last fix's probe trained this spec ({score}); it was not diagnosed again (budget)\n"
+    else:
+        header += f"# this spec was diagnosed again: verdict {final.get('verdict', 'unknown')}, {score}\n"
     try:
         out.write_text(header + yaml.safe_dump(raw, sort_keys=False))
     except OSError as err:

@@ -44,6 +44,8 @@ class ProbeContext:
     init: ProbeRecord | None = None          # configured spec, short, per-layer stats at init (init_layers)
     baseline: ProbeRecord | None = None      # configured spec, the train/validation probe (curves, G checks);
                                              # the monitored run's record for the Monitor
+    as_configured: ProbeRecord | None = None  # treatment.py: the configured spec trained for exactly its configured
+                                             # steps when that is shorter than the baseline (fixes are judged on it)
     lr: Any = None                           # lr_search.LrResult
     lr_records: dict[float, ProbeRecord] = field(default_factory=dict)
     batch: dict[int, ProbeRecord] = field(default_factory=dict)        # batch size -> probe at equal samples seen
@@ -74,6 +76,7 @@ class ProbeContext:
                 seen.add(id(rec))
                 out.append((role, rec))
         add("baseline", self.baseline)
+        add("as configured", self.as_configured)
         add("init", self.init)
         for lr, rec in sorted(self.lr_records.items(), reverse=True):
             add(f"lr {lr:g}", rec)

@@ -358,9 +358,8 @@ def configured_steps(ctx: ProbeContext) -> int | None:
     """Steps of the configured training: epochs x ceil(rows / batch) (None without data)."""
     if ctx.arrays is None:
         return None
-    t = ctx.spec.training
-    rows = len(ctx.arrays.X)
-    return t.epochs * math.ceil(rows / min(t.batch_size, rows))
+    from ..session import configured_steps as steps
+    return steps(ctx.spec, len(ctx.arrays.X))
 
 
 def _configured_training_loss(ctx: ProbeContext, use_val: bool) -> float | None:
@@ -568,9 +567,38 @@ def check_loss_curve_pattern(ctx: ProbeContext) -> Finding | None:
                    evidence, severity=severity)
 
 
+def _short_training(ctx: ProbeContext) -> Finding | None:
+    """H308 when the configured training is shorter than the baseline probe: the spec run for exactly its
+    configured updates (plan.py's "as configured" probe) ends clearly above where the longer baseline gets."""
+    short, b, total = ctx.as_configured, ctx.baseline, configured_steps(ctx)
+    if short is None or b is None or total is None or not short.ok or not b.ok:
+        return None
+    use_val = short.final_val_loss is not None and b.final_val_loss is not None
+    end, longer = _metric(short, use_val), _metric(b, use_val)
+    if not clearly_lower(longer, end, _start(short, use_val)):
+        return None
+    t = ctx.spec.training
+    per_epoch = max(1, total // max(1, t.epochs))
+    epochs = max(t.epochs * EPOCH_FACTOR, math.ceil(b.steps_run / per_epoch))
+    which = "validation" if use_val else "training"
+    evidence = {"configured_steps": total, "epochs": t.epochs, "steps_per_epoch": per_epoch,
+                f"{which}_loss_at_configured_end": end, f"{which}_loss_after_probe": longer,
+                "probe_steps": b.steps_run, "thresholds": {"clear_margin": CLEAR_MARGIN, "clear_floor": CLEAR_FLOOR}}
+    return Finding("H308",
+                   f"the configured training is only {total} updates ({t.epochs} epochs x {per_epoch}): it ends at a "
+                   f"{which} loss of {_g(end)}, while the same spec reaches {_g(longer)} in {b.steps_run} updates",
+                   f"raise training.epochs from {t.epochs} to {epochs}", evidence,
+                   patch={"training.epochs": epochs}, severity="warning")
+
+
 @check("H308", needs=("curves",))
 def check_not_converged(ctx: ProbeContext) -> Finding | None:
-    """H308 not-converged: the training loss still falls steeply at the end of a configured-length run."""
+    """H308 not-converged: the training stops far from where it would get (a configured training shorter than
+    the probe), or its loss still falls steeply at the end of a configured-length run."""
+    if ctx.source == "probe":
+        short = _short_training(ctx)
+        if short is not None:
+            return short
     run = run_curves(ctx)
     if run is None or not run.verdict.still_falling or not run.ok or run.verdict.pattern == "diverging":
         return None
