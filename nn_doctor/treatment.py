@@ -48,7 +48,7 @@ def verify_fixes(s: Session) -> None:
     seen: dict[str, int] = {}
     tasks, owners = [], []
     for f in rep.findings:
-        if not f.patch or f.severity.rank < Severity.WARNING.rank:
+        if not f.patch:   # info findings too: a confirmed fix raises them to a warning (triage.py)
             continue
         if f.untestable:
             f.verified = {"probe": patch_text(f.patch), "result": f"not tested: {f.untestable}"}
@@ -127,6 +127,7 @@ def judge(before, after, patch: dict[str, Any]) -> dict[str, Any]:
     lb, la = b.get("loss"), a.get("loss")
     loss_down = comparable and lb is not None and la is not None and math.isfinite(lb) and la <= lb * (1 - LOSS_GAIN)
     out["improved"] = bool(metric_up or (loss_down and metric_ok))
+    out["metric_up"] = bool(metric_up)
     if not out["improved"]:
         out["result"] = "the fix did not clearly help in a probe of the same length"
     return out

@@ -4,6 +4,10 @@ The catalogue's EXPLAINED_BY table says which codes can explain which. A finding
 its possible causes was found at warning or error level; it keeps its severity and stays listed (nothing is
 hidden), it names its causes in `explained_by`, and it never becomes the first fix (report.first_fix_finding).
 Checks never look at one another's results for this: only this pass links them.
+
+It also weighs the counterfactual probes (treatment.py): an info finding whose spec change a probe showed to
+raise the validation metric materially is raised to a warning, since the training as configured leaves that much
+on the table (a loss still falling at the end of too few epochs is a remark until a longer run scores better).
 """
 from __future__ import annotations
 
@@ -13,6 +17,12 @@ from .report import Finding
 
 def triage(findings: list[Finding]) -> list[Finding]:
     """Set `explained_by` on every finding whose cause was found; return the findings that are causes."""
+    for f in findings:
+        v = f.verified or {}
+        if f.severity == Severity.INFO and v.get("improved") and v.get("metric_up"):
+            f.severity = Severity.WARNING
+            f.evidence["raised_to_warning"] = (f"its fix raised the validation {v.get('metric')} from "
+                                               f"{v.get('metric_before'):.3g} to {v.get('metric_after'):.3g} in a probe")
     present = {f.code for f in findings if f.severity.rank >= Severity.WARNING.rank}
     for f in findings:
         f.explained_by = [c for c in CATALOGUE[f.code].explained_by if c in present and c != f.code]

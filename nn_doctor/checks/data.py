@@ -211,11 +211,15 @@ def check_non_numeric_features(ctx: DataContext) -> Finding | None:
     shown = ", ".join(f"{c['column']} ({c['dtype']}, e.g. {c['example']!r})" for c in cols[:3])
     names = ", ".join(c["column"] for c in cols[:5]) + (" ..." if len(cols) > 5 else "")
     n_total = ctx.ds.X.shape[1]
+    bad = {c["column"] for c in cols}
+    keep = [str(c) for c in ctx.ds.X.columns if str(c) not in bad]
     return Finding("D103", f"{len(cols)} of {n_total} feature columns are not numeric: {shown}"
                    + (" ..." if len(cols) > 3 else ""),
-                   f"encode {names} (one-hot for few categories, ordinal or target encoding for many; "
-                   "dates as numbers such as days since a reference) or drop them",
-                   evidence={"columns": cols[:MAX_EVIDENCE_COLUMNS], "n_columns": len(cols)})
+                   f"drop {names} (set data.features to the {len(keep)} numeric columns), or encode them yourself "
+                   "(one-hot for few categories, ordinal or target encoding for many; dates as numbers such as days "
+                   "since a reference)",
+                   evidence={"columns": cols[:MAX_EVIDENCE_COLUMNS], "n_columns": len(cols)},
+                   patch={"data.features": keep} if keep else None, untestable=PROBES_DROP_COLUMNS)
 
 
 def _binary_like(ctx: DataContext, j: int) -> bool:
@@ -397,6 +401,7 @@ def check_extreme_outliers(ctx: DataContext) -> Finding | None:
 
 PROBES_DROP_ROWS = "nn-doctor's probes already drop the rows with NaN/Inf; your own training would not"
 PROBES_MAP_LABELS = "nn-doctor's probes already number the labels 0..C-1; your own training would not"
+PROBES_DROP_COLUMNS = "nn-doctor's probes already leave non-numeric columns out; your own training would not"
 
 
 def _missing_unset(ctx: DataContext) -> bool:

@@ -43,6 +43,8 @@ SUBSET_FIT_FRACTION = 0.25  # M208: a fitted subset ends below 25% of its initia
                             # 0.07 at lr 1e-3, 0.001 at 1e-2; width-1 MLP: 0.41-0.78; width-2: 0.13 at 1e-2)
 SMALL_PARAMS_PER_ROW = 1.0  # M208: "small" = fewer parameters than subset rows (it cannot memorise them);
                             # larger models that fail to fit point at optimisation or labels (G407), not size
+HIDDEN_WIDTH = 64           # M208: the hidden layer given to a linear model that cannot fit (one ReLU layer of 64:
+                            # the width of the project's own table examples, and a common first MLP)
 BIG_PARAMS_PER_ROW = 100.0  # M208: > 100 parameters per training row = far more than the data support
                             # (the 2x64 wine MLP has 1,091 parameters for 142 rows: 7.7 per row)
 
@@ -595,8 +597,14 @@ def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
 # ---- M208 ------------------------------------------------------------------------------------
 
 def _widened(layers: list[dict], n_out: int) -> list[dict] | None:
-    """Every hidden linear's out doubled (at least 2x the outputs, so no layer is a bottleneck)."""
+    """Every hidden linear's out doubled (at least 2x the outputs, so no layer is a bottleneck); a model with no
+    hidden linear layer (a linear model) gets one: HIDDEN_WIDTH ReLU units before its output layer."""
     idx = [i for i, l in enumerate(layers) if canon(l["type"]) == "linear"]
+    if len(idx) == 1 and not any(canon(l["type"]) in ("conv1d", "conv2d", "lstm", "gru", "transformer_encoder")
+                                 for l in layers):
+        i = idx[0]
+        return [dict(l) for l in layers[:i]] + [{"type": "linear", "out": max(HIDDEN_WIDTH, 2 * n_out)},
+                                                {"type": "relu"}] + [dict(l) for l in layers[i:]]
     if len(idx) < 2:
         return None
     new = [dict(l) for l in layers]
@@ -635,7 +643,8 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
                 "M208", f"too small: {n_params:,} parameters cannot fit {rows} training rows (loss "
                         f"{_g(rec.initial_loss)} -> {_g(rec.final_loss)}, {fmt.share(rec.final_loss, rec.initial_loss)} of the start after "
                         f"{rec.steps_run} steps at lr {lr:g}; a fit ends below {SUBSET_FIT_FRACTION:.0%})",
-                (f"widen the hidden linear layers: out {widths(layers)} -> {widths(new)}" if new else
+                (f"widen the hidden linear layers: out {widths(layers)} -> {widths(new)}" if new and widths(layers)
+                 else f"add a hidden layer: {widths(new)[0]} ReLU units before the output layer" if new else
                  "widen the hidden layers or add a layer"), ev,
                 patch={"model.layers": new} if new else None))
     if n_params and n_train and n_params > BIG_PARAMS_PER_ROW * n_train:
