@@ -363,6 +363,14 @@ def check_dead_relu(ctx: ProbeContext) -> Finding | None:
     layers = layer_dicts(ctx)
     patch = {"model.layers": _replace_activation(layers, {"relu", "relu6"}, "leaky_relu")} if layers else None
     fix = ctx.fix_text("use leaky_relu (or elu) instead of relu", "use nn.LeakyReLU (or nn.ELU) instead of nn.ReLU")
+    at_init = ev["dead_fraction_init"].get(worst)
+    init = str(ctx.spec.model.init) if ctx.spec is not None else None
+    if at_init is not None and at_init >= DEAD_FRACTION and init is not None and init != "he":
+        # dead before the first step: the initial weights or biases kill the units, not the training. A fresh He
+        # init (zero biases) is the fix to test, for layer stacks and for the user's own class alike
+        patch = {"model.init": "he"}
+        fix = (f"re-initialise the weights: set model.init: he (the units are dead at init already: "
+               f"{at_init:.0%} of {worst}; He init draws zero biases)")
     if ctx.inputs_unscaled:
         fix += "; " + _standardize(ctx)
     lr = ctx.setting("lr")

@@ -480,7 +480,21 @@ def check_overfitting(ctx: ProbeContext) -> Finding | None:
         tail = f"last logged: training {_g(last_t)}, validation {_g(last_v)}"
     else:
         tail = f"final train {_g(run.final_loss)} vs validation {_g(run.final_val_loss)}"
-    return Finding("H304", f"{run.verdict.reason}; {tail}", f"{fix}, stop earlier{stop}, or get more training data",
+    patch, fix_stop = None, f"stop earlier{stop}"
+    total = configured_steps(ctx)
+    if ctx.source == "probe" and ctx.curve is None and low and total and run.last and low < run.last \
+            and ctx.baseline is not None and ctx.baseline.steps_run >= CONFIGURED_COVERAGE * min(total, run.last):
+        # a probe covering the configured training: stop at the epoch of the lowest validation loss (the fix
+        # a counterfactual probe can test; dropout or weight decay need a size the probe cannot pick for you)
+        t = ctx.spec.training
+        per_epoch = max(1, total // max(1, t.epochs))
+        epochs = max(1, math.ceil(low / per_epoch))
+        if epochs < t.epochs:
+            patch = {"training.epochs": epochs}
+            fix_stop = f"stop earlier: set training.epochs from {t.epochs} to {epochs}{stop}"
+            return Finding("H304", f"{run.verdict.reason}; {tail}",
+                           f"{fix_stop}; or {fix}, or get more training data", evidence, patch=patch)
+    return Finding("H304", f"{run.verdict.reason}; {tail}", f"{fix}, {fix_stop}, or get more training data",
                    evidence)
 
 
