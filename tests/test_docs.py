@@ -1,10 +1,11 @@
 """The user docs ship with the repository and stay true: docs/findings.md is the catalogue, docs/spec.md
-names every spec key, and nothing the package prints cites internal notes, quotes them untranslated, or
-points at files outside the repository."""
+names every spec key, docs/report.md every key of the JSON report, and nothing the package prints cites
+internal notes, quotes them untranslated, or points at files outside the repository."""
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -215,3 +216,106 @@ def test_ci_shell_variant_is_posix_sh_and_documents_its_settings():
         assert f"#   {var}" in script
     res = subprocess.run(["sh", "-n", str(ROOT / "docs" / "ci" / "run-nn-doctor.sh")], capture_output=True)
     assert res.returncode == 0, res.stderr
+
+
+# ---- docs/report.md ----------------------------------------------------------------------------------
+
+def _code_names(text: str) -> set[str]:
+    """Everything written as inline code (`key`) on a page; fenced blocks (examples) do not count."""
+    return set(re.findall(r"`([^`\s]+)`", re.sub(r"```.*?```", "", text, flags=re.S)))
+
+
+def _undocumented(keys, text: str) -> list[str]:
+    names = _code_names(text)
+    return sorted({str(k) for k in keys} - names)
+
+
+@pytest.fixture(scope="module")
+def command_json(one_thread):
+    """The JSON of real, fast commands: check-data (no training), probe-lr (short probes), check-curves."""
+    runner = CliRunner()
+    runs = {
+        "check-data": ["check-data", str(ROOT / "sample_data" / "wine.csv"), "--target", "label"],
+        "probe-lr": ["probe-lr", "--config", str(ROOT / "configs" / "wine.yaml"), "--steps", "20", "--budget", "20"],
+        "check-curves": ["check-curves", str(ROOT / "configs" / "logs" / "wine_noisy_labels.csv")],
+    }
+    out = {}
+    for name, args in runs.items():
+        res = runner.invoke(app, [*args, "--format", "json", "--quiet"])
+        assert res.exit_code in (0, 1), (name, res.output)
+        out[name] = json.loads(res.stdout)
+    return out
+
+
+def _keys_of(d: dict) -> dict[str, set[str]]:
+    """Where each JSON key of a report lives -> the keys found there."""
+    found: dict[str, set[str]] = {"top level": set(d), "inputs": set(d["inputs"]),
+                                  "environment": set(d["environment"]), "steps": set(), "findings": set(),
+                                  "verified": set(), "probes": set(d["probes"]), "timing": set(d["timing"]),
+                                  "timing.rounds": set()}
+    for s in d["steps"]:
+        found["steps"] |= set(s)
+    for f in d["findings"]:
+        found["findings"] |= set(f)
+        found["verified"] |= set(f.get("verified") or {})
+    for r in d["timing"].get("rounds", []):
+        found["timing.rounds"] |= set(r)
+    lr = d["probes"].get("lr")
+    if lr:
+        found["probes.lr"] = set(lr)
+        found["probes.lr.tried"] = {k for t in lr["tried"] for k in t}
+    return found
+
+
+def test_report_md_documents_every_key_the_commands_write(command_json):
+    from types import SimpleNamespace
+    from nn_doctor.catalogue import Severity, Step
+    from nn_doctor.lr_search import LrStatus
+    from nn_doctor.render import _STATUS_GLYPHS
+    from nn_doctor.report import Finding, Report
+    from nn_doctor.treatment import _final_state, _path_step, judge
+
+    text = (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+    assert _undocumented({"no_such_key", "code"}, text) == ["no_such_key"]   # the check can fail
+
+    # the optional keys, set on a report built here (no command run needs to hit them)
+    rep = Report("full-report", inputs={"config": "c.yaml"}, notes=["a note"], skipped=["probe lr 0.1: budget exhausted"],
+                 interrupted=True)
+    found = rep.add(Finding("D104", "m", "set data.normalize: standardize", patch={"data.normalize": "standardize"},
+                            explained_by=["D100"]))
+    res = rep.step(Step.DATA)
+    res.summary, res.reason, res.not_run["D105"] = "s", "r", "why"
+    # what a fix's probe writes into `verified`: one that helped, one whose probe broke
+    rec = dict(error=None, metrics={"balanced_accuracy": 0.5}, final_val_loss=1.0, final_loss=1.0, steps_run=150)
+    good = SimpleNamespace(**{**rec, "stopped": "completed", "metrics": {"balanced_accuracy": 0.9}, "final_val_loss": 0.2})
+    broke = SimpleNamespace(**{**rec, "stopped": "diverged"})
+    found.verified = judge(SimpleNamespace(**rec, stopped="completed"), broke, found.patch)
+    made = rep.to_dict()
+    where = {k: set(v) for k, v in _keys_of(made).items()}
+    where["verified"] |= set(judge(broke, good, found.patch))
+    # the treatment block: a step of its path and its final state
+    step = _path_step(found)
+    where["probes.treatment"] = {"path", "written_without_probe", "stopped", "final"}
+    where["probes.treatment.path"] = set(step) | {"round_s"}
+    where["probes.treatment.final"] = set(_final_state(None, [{**step, "rediagnosed": False}]))
+
+    for name, d in command_json.items():
+        assert d["command"] == name
+        for place, keys in _keys_of(d).items():
+            where.setdefault(place, set()).update(keys)
+    assert {"lr", "curves"} <= where["probes"] and "fix_status" in where["findings"]
+    missing = {place: _undocumented(keys, text) for place, keys in where.items() if _undocumented(keys, text)}
+    assert not missing, f"docs/report.md does not mention these JSON keys: {missing}"
+
+    values = {"verdict": ["healthy", "warnings", "unhealthy", "incomplete", "not diagnosed again"],
+              "fix_status": ["confirmed", "not confirmed", "untested"],
+              "step status": list(_STATUS_GLYPHS), "severity": [s.value for s in Severity],
+              "lr status": [s.value for s in LrStatus], "command": COMMANDS[:-1]}
+    missing = {k: [v for v in vs if f"`{v}`" not in text] for k, vs in values.items()}
+    assert not any(missing.values()), f"docs/report.md does not name these values: {missing}"
+    for code in ("0", "1", "2", "130"):
+        assert f"| {code} |" in text, f"exit code {code} is not in the exit-code table"
+    assert "--fail-on" in text and "schema_version" in text
+    # the page describes the schema version the reports carry
+    assert re.search(rf"\| `schema_version` \|[^\n]*`{made['schema_version']}`", text)
+    assert [m for m in _internal_refs(text) if m != "report.md"] == []
