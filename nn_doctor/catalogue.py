@@ -375,7 +375,7 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "M207": ("M201", "M202", "M203", "M204", "M205", "D107") + _UNSCALED,
     "M208": ("M202", "M203", "M204", "M205", "M206", "H303") + _UNSCALED,
     "H300": ("M205",) + _BAD_VALUES + _UNSCALED,         # unscaled inputs make every larger lr blow up
-    "H301": ("M204", "M206") + _UNSCALED,
+    "H301": ("M204", "M206", "G405") + _UNSCALED,       # frozen parameters make every lr look too low
     "H302": ("H300", "H301") + _UNSCALED,
     "H304": ("D110", "D111", "D112", "D113", "M208"),
     "H305": ("H300", "H301", "H303", "H307", "G401", "G403", "G404") + _MODEL_FAULTS + _UNSCALED,
