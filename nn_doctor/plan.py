@@ -28,26 +28,34 @@ INIT_VARIANTS = ("default", "he", "xavier", "lecun", "orthogonal")
 PROBE_HEALTH_CODES = ["G400", "G409"]   # every probe command reports a non-finite or crashed probe
 
 
+def probe_forward(spec: Spec, sample_shape: tuple[int, ...], seed: int):
+    """Build the spec's model and run a second forward pass on zeros of the data's shape (a user forward may fail
+    or exit only then); return (model, output). Raises ModelBuildError."""
+    import torch
+    from .model import build_model
+    torch.manual_seed(seed)
+    model = build_model(spec.model, sample_shape, spec.base_dir)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros((2,) + tuple(sample_shape)))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:   # a user forward that fails (or exits) only on its second call
+        from .model import user_error, user_frame
+        raise ModelBuildError(f"model: a second forward pass fails: {user_error(e, spec.base_dir)}",
+                              layer="model.class", evidence={"where": user_frame(e, spec.base_dir)}) from None
+    if not isinstance(out, torch.Tensor):   # the first forward returned a tensor, this one did not
+        raise ModelBuildError(f"model: a second forward pass returns {type(out).__name__}; it must return one "
+                              f"tensor every time", layer="model.class")
+    return model, out
+
+
 def model_builds(s: Session) -> bool:
     """Build once before any probe: a spec that cannot build is M200 (reported in step 2)."""
-    import torch
-    from .model import build_model, count_parameters, model_summary
+    from .model import count_parameters, model_summary
     s.ctx.model_summary = model_summary(s.spec.model)
     try:
-        torch.manual_seed(s.seed)
-        model = build_model(s.spec.model, s.arrays.sample_shape, s.spec.base_dir)
-        try:
-            with torch.no_grad():
-                out = model.eval()(torch.zeros((2,) + tuple(s.arrays.sample_shape)))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:   # a user forward that fails (or exits) only on its second call
-            from .model import user_error, user_frame
-            raise ModelBuildError(f"model: a second forward pass fails: {user_error(e, s.spec.base_dir)}",
-                                  layer="model.class", evidence={"where": user_frame(e, s.spec.base_dir)}) from None
-        if not isinstance(out, torch.Tensor):   # the first forward returned a tensor, this one did not
-            raise ModelBuildError(f"model: a second forward pass returns {type(out).__name__}; it must return one "
-                                  f"tensor every time", layer="model.class")
+        model, out = probe_forward(s.spec, s.arrays.sample_shape, s.seed)
         s.ctx.n_params = count_parameters(model)
         s.ctx.n_outputs = int(out.shape[-1]) if out.dim() > 1 else 1
         return True

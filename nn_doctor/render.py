@@ -115,6 +115,8 @@ def _verified_text(verified: dict[str, Any]) -> str:
         text = (f"{kind} {_side(verified.get('loss_before'), verified.get('before_state'))} → "
                 f"{_side(verified.get('loss_after'), verified.get('after_state'))}")
         parts.append(f"({text})" if parts else text)
+    if not parts and verified.get("before_state") and (verified.get("after_state") or verified.get("improved")):
+        parts.append(f"{verified['before_state']} → {verified.get('after_state') or 'works'}")
     detail = " ".join(parts)
     note = verified.get("note") or verified.get("reason") or verified.get("result")
     if note and (not detail or not verified.get("improved", True)):

@@ -76,6 +76,28 @@ def verify_fixes(s: Session) -> None:
             f.verified = judge(before, rec, f.patch, n_eval=_eval_rows(s))
 
 
+def verify_builds(s: Session) -> None:
+    """A model that does not build (M200) has no probe to compare with: its shape fix is tested by building the
+    changed model and running a forward pass on a batch of the data's shape. The loop then diagnoses the built
+    spec in full, so nothing is written that was not trained."""
+    from .plan import probe_forward
+    ctx = s.ctx
+    if ctx is None or ctx.build_error is None:
+        return
+    for f in s.report.findings:
+        if f.code != "M200" or not f.patch:
+            continue
+        try:
+            patched = s.spec.with_overrides(**f.patch)
+            probe_forward(patched, s.arrays.sample_shape, s.seed)
+        except Exception as err:   # still does not build: not confirmed, and said why
+            f.verified = {"probe": patch_text(f.patch), "improved": False,
+                          "result": f"the changed model does not build either: {str(err).splitlines()[0]}"}
+            continue
+        f.verified = {"probe": patch_text(f.patch), "improved": True, "before_state": "does not build",
+                      "after_state": "builds", "result": "the changed model builds; the loop diagnoses it"}
+
+
 def _eval_rows(s: Session) -> int | None:
     """The rows the validation metric is measured on (the probes' evaluation, capped at probe.EVAL_ROWS)."""
     from .probe import EVAL_ROWS
@@ -176,8 +198,9 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
     budget has no room for another diagnosis, the next confirmed fix is still applied (its own probe trained the
     fixed spec), and the report says that spec was not diagnosed again."""
     verify_fixes(s)
+    verify_builds(s)
     s.report.finalize()
-    if s.ctx is None or s.ctx.baseline is None:
+    if s.ctx is None or (s.ctx.baseline is None and s.ctx.build_error is None):
         return
     written = {k: v for f in s.report.findings if f.untestable and f.patch for k, v in f.patch.items()}
     path: list[dict[str, Any]] = []
@@ -218,6 +241,7 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
         current = child
         if child.ctx is None or child.ctx.baseline is None:
             stop = "the repaired spec could not be probed"
+            current = child
             break
     s.report.probes["treatment"] = {"path": path, "written_without_probe": written, "stopped": stop,
                                     "final": _final_state(current, path)}
@@ -297,6 +321,8 @@ def write_fixed(s: Session, path: str, patch: dict[str, Any]) -> None:
 
 
 def _metric_change(p: dict[str, Any]) -> str:
+    if p.get("before_state") == "does not build":
+        return "the model builds"
     if p.get("before") is not None and p.get("after") is not None:
         return f"{p['metric']} {p['before']:.3g} -> {p['after']:.3g}"
     if p.get("loss_before") is not None and p.get("loss_after") is not None:

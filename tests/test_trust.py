@@ -246,3 +246,22 @@ def test_a_confirmed_fix_is_written_when_the_budget_leaves_no_room_to_diagnose_a
     for part in patched_key.split("."):
         node = node[part]
     assert node == patched_value
+
+
+def test_a_model_that_does_not_build_gets_a_shape_fix_that_is_built_then_diagnosed(tmp_path):
+    # conv2d on a 13-feature table: M200 proposes linear layers of the same width; the treatment builds the
+    # changed model, diagnoses it in full, and writes it
+    conv = {"layers": [{"type": "conv2d", "out": 16, "kernel_size": 3}, {"type": "relu"}, {"type": "maxpool2d",
+                                                                                       "kernel_size": 2},
+                       {"type": "flatten"}, {"type": "linear", "out": 3}]}
+    p = spec(tmp_path, "conv_on_table", conv, **{"training.epochs": 20})
+    out = tmp_path / "fixed.yaml"
+    result = CliRunner().invoke(app, ["full-report", "--config", p, "--quiet", "--format", "json",
+                                      "--budget", "60", "--write-fixed", str(out)])
+    report = json.loads(result.output)
+    assert report["first_fix"] == "M200" and result.exit_code == 1
+    t = report["probes"]["treatment"]
+    assert t["path"][0]["code"] == "M200" and t["final"]["verdict"] in ("healthy", "warnings"), t
+    assert t["final"]["value"] >= 0.8, t["final"]
+    layers = yaml.safe_load(out.read_text())["model"]["layers"]
+    assert [l["type"] for l in layers] == ["linear", "relu", "linear"] and layers[0]["out"] == 16

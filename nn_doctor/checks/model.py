@@ -247,7 +247,46 @@ def check_model_build_failed(ctx: ProbeContext) -> Finding | None:
         msg = f"{type(err).__name__}: {msg}"
     where = layer if layer and layer.startswith("model") else f"model.{layer}" if layer else "the model"
     fix = f"fix {where} as the message says, so that the shapes chain from the data's input to the output"
+    layers = layer_dicts(ctx)
+    repaired = _shape_repair(layers, evidence) if layers else None
+    if repaired is not None:
+        new, what = repaired
+        fix = f"{what} (the treatment builds the model with this change before writing it)"
+        return Finding("M200", msg, fix, evidence, patch={"model.layers": new})
     return Finding("M200", msg, fix, evidence)
+
+
+TABLE_EQUIVALENT = {"batchnorm2d": "batchnorm1d", "batchnorm1d": "batchnorm1d", "dropout2d": "dropout",
+                    "dropout1d": "dropout"}
+IMAGE_ONLY = ("maxpool", "avgpool", "adaptive_", "flatten", "unflatten")
+
+
+def _shape_repair(layers: list[dict], evidence: dict[str, Any]) -> tuple[list[dict], str] | None:
+    """The layer change that makes the shapes chain, when the build error says which: a linear layer given
+    (N, C, H, W) or (N, T, F) input gets a flatten before it; conv layers given a table (N, features) become
+    linear layers of the same width (pooling and flatten dropped, 2d norms and dropouts their 1d forms)."""
+    i, typ, shape = evidence.get("layer"), evidence.get("type"), evidence.get("input_shape")
+    if not isinstance(i, int) or not isinstance(shape, list) or not 0 <= i < len(layers) or \
+            canon(layers[i]["type"]) != typ:
+        return None
+    if typ == "linear" and len(shape) >= 2 and not any(canon(l["type"]) in ("lstm", "gru") for l in layers[i:]):
+        return ([dict(l) for l in layers[:i]] + [{"type": "flatten"}] + [dict(l) for l in layers[i:]],
+                f"add {{type: flatten}} before model.layers[{i}] (linear)")
+    if typ in ("conv1d", "conv2d") and len(shape) == 1:
+        new: list[dict] = []
+        for l in layers:
+            t = canon(l["type"])
+            if t in ("conv1d", "conv2d"):
+                new.append({"type": "linear", "out": int(l.get("out") or 1)})
+            elif t in TABLE_EQUIVALENT:
+                kept = {k: v for k, v in l.items() if k in ("p",)}
+                new.append({"type": TABLE_EQUIVALENT[t], **kept})
+            elif not t.startswith(IMAGE_ONLY):
+                new.append(dict(l))
+        return new, (f"the data are a table of {shape[0]} features: use linear layers instead of the conv layers "
+                     f"(out {[int(l.get('out') or 1) for l in layers if canon(l['type']) in ('conv1d', 'conv2d')]}), "
+                     f"without pooling or flatten")
+    return None
 
 
 # ---- M201 ------------------------------------------------------------------------------------
