@@ -265,3 +265,37 @@ def test_a_model_that_does_not_build_gets_a_shape_fix_that_is_built_then_diagnos
     assert t["final"]["value"] >= 0.8, t["final"]
     layers = yaml.safe_load(out.read_text())["model"]["layers"]
     assert [l["type"] for l in layers] == ["linear", "relu", "linear"] and layers[0]["out"] == 16
+
+
+def _finding(code: str, improved: bool | None, metric_up: bool = False, **kw):
+    from nn_doctor.report import Finding
+    verified = None if improved is None else {
+        "probe": "x=1", "metric": "balanced_accuracy", "metric_before": 0.80, "metric_after": 0.92 if improved else 0.79,
+        "improved": improved, "metric_up": metric_up}
+    return Finding(code, f"{code} message", f"{code} fix", patch={"training.epochs": 8}, verified=verified, **kw)
+
+
+def test_probes_decide_the_weight_of_a_finding_and_whether_a_cause_explains():
+    from nn_doctor.report import Report
+    # an info finding whose fix raised the validation metric materially becomes a warning (and the first fix)
+    r = Report("full-report")
+    remark = _finding("H308", improved=True, metric_up=True)
+    untested = _finding("H307", improved=None)
+    r.add(remark), r.add(untested)
+    r.finalize()
+    assert remark.severity.value == "warning" and "raised_to_warning" in remark.evidence
+    assert untested.severity.value == "info" and r.first_fix == "H308"
+    # a cause whose own fix a probe refuted explains nothing: its confirmed symptom stays a cause
+    r = Report("full-report")
+    refuted = _finding("H302", improved=False, severity="warning")
+    symptom = _finding("H308", improved=True, metric_up=True)
+    r.add(refuted), r.add(symptom)
+    r.finalize()
+    assert symptom.explained_by == [] and r.first_fix == "H308"
+    # ... while a cause nobody refuted still does
+    r = Report("full-report")
+    cause = _finding("H302", improved=True, metric_up=True, severity="warning")
+    symptom = _finding("H308", improved=True, metric_up=True)
+    r.add(cause), r.add(symptom)
+    r.finalize()
+    assert symptom.explained_by == ["H302"] and r.first_fix == "H302"
