@@ -50,6 +50,24 @@ def probe_forward(spec: Spec, sample_shape: tuple[int, ...], seed: int):
     return model, out
 
 
+OUTPUT_RANGE_ROWS = 256   # real training rows the built model's outputs are measured on (M202 for user classes)
+
+
+def _output_range(model, s: Session) -> tuple[float, float] | None:
+    """min and max of the model's outputs at init on the first training rows (the activation a user's forward
+    ends in shows there: a sigmoid or softmax keeps every output inside (0, 1))."""
+    import torch
+    try:
+        with torch.no_grad():
+            X = s.data.view(s.spec.data.normalize, False)[0]   # the rows as the probes feed them (scaled)
+            out = model.eval()(X[:OUTPUT_RANGE_ROWS].cpu())
+        if not isinstance(out, torch.Tensor) or not bool(torch.isfinite(out).all()):
+            return None
+        return float(out.min()), float(out.max())
+    except Exception:   # the probes will meet (and report) whatever breaks here
+        return None
+
+
 def model_builds(s: Session) -> bool:
     """Build once before any probe: a spec that cannot build is M200 (reported in step 2)."""
     from .model import count_parameters, model_summary
@@ -57,6 +75,7 @@ def model_builds(s: Session) -> bool:
     try:
         model, out = probe_forward(s.spec, s.arrays.sample_shape, s.seed)
         s.ctx.n_params = count_parameters(model)
+        s.ctx.output_range = _output_range(model, s)
         s.ctx.n_outputs = int(out.shape[-1]) if out.dim() > 1 else 1
         return True
     except ModelBuildError as err:

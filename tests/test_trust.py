@@ -49,6 +49,16 @@ USER_MODELS = textwrap.dedent('''
             return self.fc(x)
 
 
+    class SigmoidOut(nn.Module):
+        """A binary classifier whose forward ends in a sigmoid (trained with bce_with_logits below)."""
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, x):
+            return torch.sigmoid(self.body(x))
+
+
     class ExitsInForward(nn.Module):
         def __init__(self):
             super().__init__()
@@ -299,3 +309,21 @@ def test_probes_decide_the_weight_of_a_finding_and_whether_a_cause_explains():
     r.add(cause), r.add(symptom)
     r.finalize()
     assert symptom.explained_by == ["H302"] and r.first_fix == "H302"
+
+
+def test_a_user_model_that_ends_in_a_sigmoid_before_bce_with_logits_is_m202_with_a_loss_fix(tmp_path):
+    # nn-doctor cannot read a model class's layers; its outputs at init on real rows, all inside (0, 1), give it away
+    p = spec(tmp_path, "sigmoid_out", {"class": "user_models:SigmoidOut"}, task="binary", loss="bce_with_logits",
+             **{"data.path": str(ROOT / "sample_data" / "breast_cancer.csv"), "training.epochs": 10})
+    report = json.loads(CliRunner().invoke(app, ["full-report", "--config", p, "--quiet", "--format", "json",
+                                                 "--budget", "60"]).output)
+    m202 = next(f for f in report["findings"] if f["code"] == "M202")
+    assert 0 < m202["evidence"]["output_min_at_init"] and m202["evidence"]["output_max_at_init"] < 1
+    assert "loss: bce" in m202["fix"] and report["first_fix"] == "M202"
+    # the healthy twin (raw logits) is not flagged
+    healthy = spec(tmp_path, "logits_out", {"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+                                                       {"type": "linear", "out": 1}]}, task="binary",
+                   loss="bce_with_logits", **{"data.path": str(ROOT / "sample_data" / "breast_cancer.csv")})
+    again = json.loads(CliRunner().invoke(app, ["full-report", "--config", healthy, "--quiet", "--format", "json",
+                                                "--budget", "60", "--select", "M"]).output)
+    assert "M202" not in [f["code"] for f in again["findings"]]

@@ -39,6 +39,7 @@ class ProbeContext:
     model_summary: dict[str, Any] | None = None   # nn_doctor.model.model_summary(spec.model); None for user classes
     n_params: int | None = None
     n_outputs: int | None = None             # the model's output size, measured by a dummy forward
+    output_range: tuple[float, float] | None = None   # min and max of the outputs at init on real training rows
     build_error: Any = None                  # ModelBuildError when the model does not build
     # probes (see plan.py for how each is planned and run)
     init: ProbeRecord | None = None          # configured spec, short, per-layer stats at init (init_layers)

@@ -322,12 +322,35 @@ def check_output_size_mismatch(ctx: ProbeContext) -> Finding | None:
 
 # ---- M202 ------------------------------------------------------------------------------------
 
+def _probabilities_into_a_logits_loss(ctx: ProbeContext) -> Finding | None:
+    """M202 for a model class, whose layers nn-doctor cannot read: its outputs at init on real rows all lie strictly
+    inside (0, 1), as after a sigmoid or softmax, while the loss applies that squashing itself. (A raw linear
+    output on real, varied rows spans both signs; an output that is squashed twice cannot reach the targets.)"""
+    rng, loss = ctx.output_range, ctx.spec.loss.name if ctx.spec is not None else None
+    if rng is None or loss not in ("bce_with_logits", "cross_entropy") or not (0.0 < rng[0] and rng[1] < 1.0):
+        return None
+    ev = {"output_min_at_init": rng[0], "output_max_at_init": rng[1], "loss": loss,
+          "rows": "the first training rows, at init"}
+    if loss == "bce_with_logits":
+        return Finding("M202", f"the model's outputs all lie in ({_g(rng[0])}, {_g(rng[1])}) at init, as after a "
+                               f"sigmoid, but bce_with_logits applies the sigmoid itself: squashed twice, the "
+                               f"outputs cannot reach the targets",
+                       "set loss: bce (it takes probabilities), or return raw logits from forward()", ev,
+                       patch={"loss": "bce"})
+    return Finding("M202", f"the model's outputs all lie in ({_g(rng[0])}, {_g(rng[1])}) at init, as after a softmax "
+                           f"or sigmoid, but cross_entropy applies log_softmax itself: squashed twice, the loss "
+                           f"cannot go near 0",
+                   "return raw logits from forward() (drop the final softmax/sigmoid)", ev)
+
+
 @check("M202", needs=("spec", "model", "arrays"))
 def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
     """M202 output-activation-mismatch: the last activation does not fit the loss or the target's range."""
     summary = ctx.model_summary
     layers = layer_dicts(ctx)
-    if summary is None or layers is None:
+    if layers is None:
+        return _probabilities_into_a_logits_loss(ctx)
+    if summary is None:
         return None
     last = summary.get("last_activation")
     loss, task = ctx.spec.loss.name, ctx.task
