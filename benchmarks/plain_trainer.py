@@ -32,7 +32,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,6 @@ def prepare(ds, task: str, extras: dict[str, Any], normalize: str, normalize_tar
 def _loss_target(y, loss_name: str, task: str, n_out: int):
     """The target in the form the loss takes, from the model's output width (the spec's own semantics:
     class ids for cross-entropy, the id or a one-hot row for BCE/MSE/L1/Huber on classes)."""
-    import torch
     import torch.nn.functional as F
     classy = task in ("classification", "binary")
     if loss_name in ("cross_entropy", "nll"):

@@ -411,7 +411,6 @@ def _construct(typ: str, layer, in_shape: tuple[int, ...], path: str, top: int) 
 
     # the inferred input size
     inferred_key = _INFERRED.get(typ)
-    ndim = len(in_shape)
     if inferred_key:
         value = in_shape[-1] if typ in ("linear", "lstm", "gru") else in_shape[1]
         if inferred_key in kw and kw[inferred_key] != value:

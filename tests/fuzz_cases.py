@@ -17,7 +17,6 @@ misbehaved while the command ran; and at most MAX_CASE_S seconds per case.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 import time

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import re
 import subprocess
-import sys
 import typing
 from pathlib import Path
 
