@@ -86,7 +86,7 @@ _ENTRIES = [
                 "An infinite input turns activations, loss and gradients into inf/NaN."),
     FindingSpec("D103", "non-numeric-features", E,
                 "string, object, bool or date columns among the features",
-                "encode them (one-hot or ordinal) or drop them",
+                "drop them (data.features lists the numeric columns) or encode them (one-hot or ordinal)",
                 "A network needs numbers; text columns cannot be tensorized."),
     FindingSpec("D104", "unscaled-features", W,
                 "features far from mean 0 / std 1, scales spread over orders of magnitude, or image data "
@@ -162,7 +162,8 @@ _ENTRIES = [
     FindingSpec("M200", "model-build-failed", E,
                 "the model spec is invalid: an unknown layer, shapes that do not chain, an input size that does "
                 "not match the data, or a user class that does not import",
-                "fix the layer named in the message so the shapes chain",
+                "fix the layer named in the message so the shapes chain (a missing flatten, or linear layers "
+                "for conv layers on a table, is proposed as a spec change, built and diagnosed before it is written)",
                 "Nothing can be probed on a model that cannot run a forward pass."),
     FindingSpec("M201", "output-size-mismatch", E,
                 "output units != number of classes (classification) or target dimensions (regression)",
@@ -171,7 +172,8 @@ _ENTRIES = [
                 "make some labels impossible."),
     FindingSpec("M202", "output-activation-mismatch", E,
                 "softmax/log_softmax/sigmoid before a loss that applies it itself, ReLU/sigmoid on an unbounded "
-                "regression output, or probabilities fed to a logits loss and the reverse",
+                "regression output, or probabilities fed to a logits loss and the reverse (for a model class: "
+                "every output at init inside (0, 1) with a logits loss)",
                 "remove or change the last activation",
                 "A double softmax squashes the gradient; a ReLU output cannot produce negative targets."),
     FindingSpec("M203", "loss-task-mismatch", E,
@@ -223,7 +225,7 @@ _ENTRIES = [
                 "Too strong regularisation (weight decay, dropout) keeps the model from fitting even the training data."),
     FindingSpec("H304", "overfitting", W,
                 "train loss falls while validation loss stays flat or rises",
-                "dropout, weight decay, early stopping, more data",
+                "stop at the epoch of the lowest validation loss (training.epochs), dropout, weight decay, more data",
                 "When the training loss falls while the validation loss stays flat or rises, the network memorises "
                 "the training set instead of learning what generalises."),
     FindingSpec("H305", "underfitting", W,
@@ -245,7 +247,9 @@ _ENTRIES = [
                 "Plain SGD at a poorly chosen lr oscillates or crawls; Adam at lr 1e-3 is a robust default to compare "
                 "against."),
     FindingSpec("H308", "not-converged", I,
-                "the loss is still falling steeply at the end of the configured training",
+                "the loss is still falling steeply at the end of the configured training, or a configured training "
+                "shorter than the probe ends clearly above where the same spec gets; a warning when a probe "
+                "shows more epochs raise the validation metric",
                 "raise training.epochs",
                 "Make sure the training runs long enough before changing anything else: a loss still falling "
                 "steeply has not converged."),
@@ -284,7 +288,7 @@ _ENTRIES = [
                 "Huge gradients make updates overshoot, and the loss oscillates or overflows."),
     FindingSpec("G403", "dead-relu", W,
                 "a large fraction of ReLU units never activate on the probe batches",
-                "LeakyReLU/ELU, a lower lr, he init",
+                "LeakyReLU/ELU, a lower lr; he init when the units are dead at init already",
                 "A ReLU unit that never activates has zero gradient and never recovers."),
     FindingSpec("G404", "saturated-activations", W,
                 "sigmoid/tanh outputs mostly in their flat regions",
