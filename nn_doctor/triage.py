@@ -1,7 +1,7 @@
 """Causes before symptoms: one pass over a report's findings, after every check has run.
 
 The catalogue's EXPLAINED_BY table says which codes can explain which. A finding is a symptom when one of
-its possible causes was found at warning or error level and no probe refuted that cause's fix; it keeps its severity and stays listed (nothing is
+its possible causes was found at error level, or at warning level with a fix no probe refuted; it keeps its severity and stays listed (nothing is
 hidden), it names its causes in `explained_by`, and it never becomes the first fix (report.first_fix_finding).
 Checks never look at one another's results for this: only this pass links them.
 
@@ -23,9 +23,10 @@ def triage(findings: list[Finding]) -> list[Finding]:
             f.severity = Severity.WARNING
             f.evidence["raised_to_warning"] = (f"its fix raised the validation {v.get('metric')} from "
                                                f"{v.get('metric_before'):.3g} to {v.get('metric_after'):.3g} in a probe")
-    # a cause whose own fix a probe refuted ("not confirmed") explains nothing: its symptoms stay causes
-    present = {f.code for f in findings if f.severity.rank >= Severity.WARNING.rank
-               and f.fix_status != "not confirmed"}
+    # a warning whose own fix a probe refuted ("not confirmed") explains nothing: its symptoms stay causes. An
+    # error keeps explaining (its evidence is structural, as for first_fix: a refuted error still ranks)
+    present = {f.code for f in findings if f.severity == Severity.ERROR
+               or (f.severity == Severity.WARNING and f.fix_status != "not confirmed")}
     for f in findings:
         f.explained_by = [c for c in CATALOGUE[f.code].explained_by if c in present and c != f.code]
     return [f for f in findings if not f.explained_by]

@@ -327,3 +327,14 @@ def test_a_user_model_that_ends_in_a_sigmoid_before_bce_with_logits_is_m202_with
     again = json.loads(CliRunner().invoke(app, ["full-report", "--config", healthy, "--quiet", "--format", "json",
                                                 "--budget", "60", "--select", "M"]).output)
     assert "M202" not in [f["code"] for f in again["findings"]]
+
+
+def test_a_refuted_error_still_explains_its_symptoms():
+    from nn_doctor.report import Report
+    r = Report("full-report")
+    cause = _finding("M204", improved=False)          # an error: symmetric init, its re-init not confirmed
+    symptom = _finding("G407", improved=None)
+    symptom.patch = None
+    r.add(cause), r.add(symptom)
+    r.finalize()
+    assert symptom.explained_by == ["M204"] and r.first_fix == "M204"
