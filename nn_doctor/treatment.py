@@ -169,6 +169,8 @@ def judge(before, after, patch: dict[str, Any], n_eval: int | None = None) -> di
     loss_down = comparable and lb is not None and la is not None and math.isfinite(lb) and la <= lb * (1 - LOSS_GAIN)
     out["improved"] = bool(metric_up or (loss_down and metric_ok))
     out["metric_up"] = bool(metric_up)
+    if n_eval:
+        out["n_eval"] = n_eval
     if not out["improved"]:
         out["result"] = "the fix did not clearly help in a probe of the same length"
     return out

@@ -338,3 +338,14 @@ def test_a_refuted_error_still_explains_its_symptoms():
     r.add(cause), r.add(symptom)
     r.finalize()
     assert symptom.explained_by == ["M204"] and r.first_fix == "M204"
+
+
+def test_a_remark_is_raised_only_when_its_gain_is_beyond_the_noise_of_the_validation_rows():
+    from nn_doctor.report import Report
+    for n_eval, raised in ((20, False), (2000, True)):   # 0.80 -> 0.92: noise on 20 rows, clear on 2,000
+        r = Report("full-report")
+        remark = _finding("H308", improved=True, metric_up=True)
+        remark.verified["n_eval"] = n_eval
+        r.add(remark)
+        r.finalize()
+        assert (remark.severity.value == "warning") is raised, (n_eval, remark.severity)
