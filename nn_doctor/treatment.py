@@ -39,7 +39,7 @@ LOSS_CHANGING_KEYS = ("loss", "data.normalize_target")   # a patch of these chan
 # ---- 1. counterfactual probes ----------------------------------------------------------------------------
 
 def verify_fixes(s: Session) -> None:
-    """One round of counterfactual probes: every finding with a testable spec change, errors and warnings, each
+    """One round of counterfactual probes: every finding with a testable spec change (info ones too), each
     trained for its own spec's configured length (plan.judged_steps) and compared with the configured spec at
     its configured length (the baseline itself, unless the configured training is shorter than the baseline)."""
     rep, ctx = s.report, s.ctx
@@ -69,7 +69,8 @@ def verify_fixes(s: Session) -> None:
         steps = judged_steps(patched, n)
         tasks.append(s.task(key, patched, f"verify {f.code}", f.patch, steps=steps,
                             eval_every=max(1, steps // 4), record_every=0, instrument=False))
-    before = ctx.as_configured or base   # the configured spec at its configured length (plan.py)
+    short = ctx.as_configured   # the configured spec at its configured length (plan.py), when it ran
+    before = short if short is not None and short.stopped != "skipped" else base
     records = s.run_round(tasks, "probes: testing the fixes")
     for rec, fs in zip(records, owners):
         for f in fs:
@@ -268,7 +269,8 @@ def _final_state(current: Session, path: list[dict[str, Any]]) -> dict[str, Any]
         return {"verdict": "not diagnosed again", "first_fix": None, "metric": last.get("metric"),
                 "value": last.get("after"), "findings": []}
     final, cctx = current.report, current.ctx
-    base = outcome(None if cctx is None else cctx.as_configured or cctx.baseline)
+    short = cctx.as_configured if cctx is not None else None
+    base = outcome(short if short is not None and short.stopped != "skipped" else cctx.baseline if cctx else None)
     return {"verdict": final.verdict, "first_fix": final.first_fix,
             "metric": base.get("metric_name"), "value": base.get("metric"),
             "findings": [{"code": f.code, "severity": f.severity.value, "message": f.message, "fix": f.fix}
