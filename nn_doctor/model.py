@@ -964,19 +964,14 @@ def apply_init(model: nn.Module, init_spec, generator_seed: int | None = None) -
                 if m.bias is not None:
                     with torch.no_grad():
                         m.bias.zero_()
-            elif isinstance(m, nn.MultiheadAttention):
-                # the packed query/key/value projection (its out_proj is an nn.Linear, handled above)
+            elif isinstance(m, (nn.MultiheadAttention, nn.RNNBase)):
+                # attention: the packed query/key/value projection (its out_proj is an nn.Linear, handled above);
+                # recurrent layers: weight_ih_l0, weight_hh_l0, bias_ih_l0, ...
+                attention = isinstance(m, nn.MultiheadAttention)
                 for pname, p in m.named_parameters(recurse=False):
-                    if pname.endswith("proj_weight"):
+                    if pname.endswith("proj_weight") if attention else pname.startswith("weight"):
                         _init_weight(p, scheme, value, nonlin, slope)
-                    elif pname.endswith("proj_bias"):
-                        with torch.no_grad():
-                            p.zero_()
-            elif isinstance(m, nn.RNNBase):
-                for pname, p in m.named_parameters(recurse=False):
-                    if pname.startswith("weight"):
-                        _init_weight(p, scheme, value, nonlin, slope)
-                    elif pname.startswith("bias"):
+                    elif pname.endswith("proj_bias") if attention else pname.startswith("bias"):
                         with torch.no_grad():
                             p.zero_()
             elif isinstance(m, _NORM):
