@@ -199,9 +199,10 @@ _ENTRIES = [
                 "check the output layer, the init scale and the labels",
                 "A wrong initial loss points at the output layer, the init or the labels before any training."),
     FindingSpec("M208", "capacity-mismatch", W,
-                "the model cannot fit a small training subset (too small), or has far more parameters than the "
-                "data can support",
-                "widen/deepen the model, or shrink it",
+                "the model cannot fit a small training subset (too small), has far more parameters than the "
+                "data can support, or is one affine map (no activation between its layers; a remark that becomes a "
+                "warning when a probe with activations scores clearly better)",
+                "widen/deepen the model, add the missing activations, or shrink it",
                 "A model that cannot fit 256 samples cannot fit the data set; one far larger than the data "
                 "memorises it."),
     # ---- Step 3: hyperparameters ---------------------------------------------------------
@@ -387,7 +388,7 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "H307": ("H300", "H301") + _UNSCALED,
     "H308": ("H301", "H302"),
     "G400": ("H300", "M202", "M205") + _BAD_VALUES + _UNSCALED,
-    "G401": ("M204", "M205", "M206", "G404"),
+    "G401": ("M204", "M205", "M206", "G403", "G404"),   # dead units pass no gradient to the layers below
     "G402": ("H300", "M205") + _UNSCALED,
     "G403": ("H300", "M205") + _UNSCALED,
     "G404": ("M205", "M206") + _UNSCALED,

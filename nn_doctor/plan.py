@@ -68,6 +68,33 @@ def _output_range(model, s: Session) -> tuple[float, float] | None:
         return None
 
 
+AFFINE_PAIRS = 128   # row pairs the affinity test averages over (M208: a network with no nonlinearity)
+
+
+def _affine_error(model, s: Session) -> float | None:
+    """How far the model at init is from an affine map, on real (scaled) training rows a, b:
+    mean |f((a+b)/2) - (f(a)+f(b))/2| / mean |(f(a)-f(b))/2|. An affine stack gives float32 rounding (~1e-7);
+    any activation between the layers gives orders more. None when the outputs do not vary (nothing to compare)."""
+    import torch
+    try:
+        X = s.data.view(s.spec.data.normalize, False)[0].cpu()
+        n = min(AFFINE_PAIRS, len(X) // 2)
+        if n < 2:
+            return None
+        a, b = X[:n].double(), X[n:2 * n].double()
+        with torch.no_grad():
+            m = model.eval().double()
+            fa, fb, fm = m(a), m(b), m((a + b) / 2)
+        spread = ((fa - fb) / 2).abs().mean()
+        if not bool(torch.isfinite(spread)) or float(spread) <= 1e-9:
+            return None
+        return float((fm - (fa + fb) / 2).abs().mean() / spread)
+    except Exception:   # the probes will meet (and report) whatever breaks here
+        return None
+    finally:
+        model.float()
+
+
 def model_builds(s: Session) -> bool:
     """Build once before any probe: a spec that cannot build is M200 (reported in step 2)."""
     from .model import count_parameters, model_summary
@@ -76,6 +103,7 @@ def model_builds(s: Session) -> bool:
         model, out = probe_forward(s.spec, s.arrays.sample_shape, s.seed)
         s.ctx.n_params = count_parameters(model)
         s.ctx.output_range = _output_range(model, s)
+        s.ctx.affine_error = _affine_error(model, s)
         s.ctx.n_outputs = int(out.shape[-1]) if out.dim() > 1 else 1
         return True
     except ModelBuildError as err:

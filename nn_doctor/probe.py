@@ -206,6 +206,13 @@ class Instruments:
         self.first_bad_layer: str | None = None
         self.acts: dict[str, dict[str, torch.Tensor]] = {}
         self.handles = []
+        # Activations called as functions (torch.relu / F.relu in a user's forward) have no module to hook. A
+        # ReLU unit that is dead outputs exactly 0 on every row, so it shows at the input of the next linear
+        # or conv layer as a feature that is 0 on the whole batch. Watched only when no ReLU-family module
+        # exists (modules are measured directly) and never at the first such layer (its input is the data).
+        weighted = [name for name, _, kind in self.layers if kind in ("linear", "conv")]
+        functional = not any(isinstance(m, RELU_FAMILY) for _, m, _ in self.layers)
+        self.input_watch = set(weighted[1:]) if functional else set()
         if attach:
             self.attach()
         # parameters grouped by layer, for grad norms and update ratios
@@ -221,6 +228,7 @@ class Instruments:
         is_relu = isinstance(module, RELU_FAMILY)
         is_sig = isinstance(module, (nn.Sigmoid, nn.Hardsigmoid))
         is_tanh = isinstance(module, (nn.Tanh, nn.Hardtanh))
+        watch_input = name in self.input_watch
 
         def hook(mod, inputs, output):
             if not (self.armed or self.nan_watch):
@@ -234,6 +242,11 @@ class Instruments:
             if not self.armed:
                 return
             stats = {"act_mean": out.mean(), "act_std": out.std() if out.numel() > 1 else out.new_zeros(())}
+            x = inputs[0] if inputs else None
+            if watch_input and torch.is_tensor(x) and x.is_floating_point() and x.dim() >= 2:
+                # an input feature (channel) that is exactly 0 for every sample and position: a dead unit upstream
+                per_feature = x.detach().transpose(0, 1).reshape(x.shape[1], -1)
+                stats["dead_in_frac"] = (per_feature.abs().amax(dim=1) == 0).float().mean()
             if is_relu and out.dim() >= 2:
                 # a unit (feature/channel) is dead on this batch when it is <= 0 for every sample (and position)
                 per_unit = out.transpose(0, 1).reshape(out.shape[1], -1)

@@ -28,6 +28,8 @@ class Finding:
     patch: dict[str, Any] | None = field(default=None, repr=False)
     # why a probe cannot test the patch (the probes already work around the fault); the fix is still written
     untestable: str | None = field(default=None, repr=False)
+    # why the patch is a stand-in that is probed but never applied or written (the fix is in the user's own code)
+    probe_only: str | None = field(default=None, repr=False)
     explained_by: list[str] = field(default_factory=list)   # found causes of this symptom (set by triage)
 
     def __post_init__(self) -> None:

@@ -75,6 +75,8 @@ def verify_fixes(s: Session) -> None:
     for rec, fs in zip(records, owners):
         for f in fs:
             f.verified = judge(before, rec, f.patch, n_eval=_eval_rows(s))
+            if f.probe_only:   # the probe trained a stand-in: say which, since it is not the user's fix itself
+                f.verified["probe"] = f.probe_only
 
 
 def verify_builds(s: Session) -> None:
@@ -117,8 +119,8 @@ def metric_slack(before: float | None, metric_name: str | None, n_eval: int | No
 
 
 def patch_text(patch: dict[str, Any]) -> str:
-    return ", ".join("model.layers changed" if k == "model.layers" else f"{k}={_short_value(v)}"
-                     for k, v in patch.items())
+    return ", ".join("model.layers changed" if k == "model.layers" else "a stand-in model" if k == "model"
+                     else f"{k}={_short_value(v)}" for k, v in patch.items())
 
 
 def _short_value(v: Any) -> str:
@@ -188,7 +190,7 @@ def _state(rec) -> str:
 def pick(report: Report, applied_keys: set[str]) -> Finding | None:
     """The fix to apply next: a confirmed cause (not a symptom of another finding), earliest step first,
     errors before warnings; never one that would change a key an earlier fix already set."""
-    confirmed = [f for f in report.findings if f.fix_status == "confirmed" and f.patch
+    confirmed = [f for f in report.findings if f.fix_status == "confirmed" and f.patch and not f.probe_only
                  and not (set(f.patch) & applied_keys)]
     causes = [f for f in confirmed if not f.explained_by] or confirmed
     if not causes:
@@ -219,6 +221,8 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
             break
         chosen = pick(current.report, applied)
         if chosen is None:
+            if any(f.probe_only and f.fix_status == "confirmed" for f in current.report.findings):
+                stop = "the confirmed fix is a change to the model's own code, which no spec key makes"
             break
         try:
             spec = current.spec.with_overrides(**{**chosen.patch, **written})

@@ -59,6 +59,29 @@ USER_MODELS = textwrap.dedent('''
             return torch.sigmoid(self.body(x))
 
 
+    class DeadFunctional(nn.Module):
+        """ReLUs called as functions (no module to hook), every hidden bias -5: no unit ever fires."""
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.out = nn.Linear(13, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+            with torch.no_grad():
+                self.fc1.bias.fill_(-5.0)
+                self.fc2.bias.fill_(-5.0)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+    class AffineStack(nn.Module):
+        """Three Linear layers, no activation between them: one affine map."""
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(4, 32), nn.Linear(32, 32), nn.Linear(32, 2)
+
+        def forward(self, x):
+            return self.fc3(self.fc2(self.fc1(x)))
+
+
     class ExitsInForward(nn.Module):
         def __init__(self):
             super().__init__()
@@ -349,3 +372,58 @@ def test_a_remark_is_raised_only_when_its_gain_is_beyond_the_noise_of_the_valida
         r.add(remark)
         r.finalize()
         assert (remark.severity.value == "warning") is raised, (n_eval, remark.severity)
+
+
+def _report(config: str, *extra: str) -> dict:
+    result = CliRunner().invoke(app, ["full-report", "--config", config, "--quiet", "--format", "json",
+                                      "--budget", "60", *extra])
+    return json.loads(result.output)
+
+
+def test_dead_relus_called_as_functions_are_found_at_the_next_layers_input(tmp_path):
+    # torch.relu in forward() has no module to hook: a dead unit shows as an input feature of the next linear layer
+    # that is exactly 0 on every row
+    report = _report(spec(tmp_path, "dead_functional", {"class": "user_models:DeadFunctional"},
+                          **{"training.epochs": 20}))
+    g403 = next(f for f in report["findings"] if f["code"] == "G403")
+    assert "feeding" in g403["message"] and g403["evidence"]["dead_fraction_init"]
+    assert report["first_fix"] == "G403" and g403["fix_status"] == "confirmed"
+    assert "model.init: he" in g403["fix"]
+
+
+def _xor_csv(tmp_path: Path) -> str:
+    import numpy as np
+    import pandas as pd
+    r = np.random.default_rng(0)
+    X = r.uniform(-1, 1, (1000, 2))
+    df = pd.DataFrame(np.c_[X, r.normal(0, 1, (1000, 2))], columns=["x1", "x2", "n1", "n2"])
+    df["label"] = (X[:, 0] * X[:, 1] > 0).astype(int)
+    path = tmp_path / "xor.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_an_affine_user_model_is_m208_confirmed_by_a_stand_in_and_nothing_is_written(tmp_path):
+    config = spec(tmp_path, "affine", {"class": "user_models:AffineStack"},
+                  **{"data.path": _xor_csv(tmp_path), "training.epochs": 20})
+    written = tmp_path / "fixed.yaml"
+    report = _report(config, "--write-fixed", str(written))
+    m208 = next(f for f in report["findings"] if f["code"] == "M208")
+    assert m208["evidence"]["kind"] == "affine" and m208["evidence"]["affine_error"] < 1e-9
+    # the stand-in MLP scored clearly better, so the remark became a warning and the first fix
+    assert m208["severity"] == "warning" and m208["fix_status"] == "confirmed"
+    assert report["first_fix"] == "M208" and "forward()" in m208["fix"]
+    # a stand-in is evidence, never a fix: the user's class stays in the written spec
+    assert not report["probes"]["treatment"]["path"]
+    assert not written.exists() or yaml.safe_load(written.read_text())["model"]["class"] == "user_models:AffineStack"
+
+
+def test_a_linear_model_on_separable_data_stays_a_remark(tmp_path):
+    # logistic regression on breast cancer is a fair model: the affine remark's probe finds no clear gain
+    config = spec(tmp_path, "logreg", {"layers": [{"type": "linear", "out": 1}]}, task="binary",
+                  loss="bce_with_logits", **{"data.path": str(ROOT / "sample_data" / "breast_cancer.csv"),
+                                             "training.epochs": 20})
+    report = _report(config)
+    m208 = [f for f in report["findings"] if f["code"] == "M208"]
+    assert m208 and all(f["severity"] == "info" for f in m208), m208
+    assert report["first_fix"] is None, report["first_fix"]

@@ -348,6 +348,14 @@ def xor_table(df, r):
     return out
 
 
+def friedman_classes(n: int, seed: int) -> pd.DataFrame:
+    """Friedman #1 thresholded at its median: a curved class boundary a linear model only approximates."""
+    df = friedman(n, seed)
+    y = df.pop("y")
+    df["label"] = (y > y.median()).astype(int)
+    return df
+
+
 # ---- builders with several files -----------------------------------------------------------------
 
 def shifted_validation(tmp: Path, seed: int) -> Path:
@@ -545,6 +553,43 @@ class NegativeBias(nn.Module):
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
+"""
+
+
+AFFINE_STACK = """
+import torch
+from torch import nn
+
+class AffineStack(nn.Module):
+    # three Linear layers and no activation between them: the whole network is one affine map
+    def __init__(self, n_in=4, hidden=32, n_out=2):
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.fc1(x)))
+"""
+
+
+DEAD_RELU_REGRESSION = """
+import torch
+from torch import nn
+
+class DeadRegressor(nn.Module):
+    # both hidden biases set to -4 after the default init: on standardized inputs no ReLU ever fires
+    def __init__(self, n_in=8, hidden=48):
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.fc1.bias.fill_(-4.0)
+            self.fc2.bias.fill_(-4.0)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 """
 
 
@@ -891,6 +936,39 @@ SCENARIOS: list[Scenario] = [
                                                      "optimizer": {"name": "adamw", "lr": 0.003,
                                                                    "weight_decay": 0.01}}),
       set(), None, ("healthy", "table", "multiclass", "batchnorm"), healthy=True),
+
+    # ---- added 2026-12-04: fault classes of the catalogue on data and architectures the rest of dev lacks ----
+    S("m208_linear_on_curved_boundary", generated("bc", friedman_classes, 1000, **{
+        "data.target": "label", "task": "classification", "loss": "cross_entropy",
+        "model.layers": [{"type": "linear", "out": 2}], "optimizer": {"name": "adam", "lr": 0.003}}),
+      {"M208"}, "M208", ("model", "generated", "binary"), allowed=("H305", "H301", "G407"),
+      source="catalogue M208 (a linear model where the boundary is curved)",
+      description="logistic regression on Friedman #1 thresholded at its median"),
+    S("m208_user_affine_stack", user_model("zoo_affine", AFFINE_STACK, "bc", "AffineStack",
+                                           {"n_in": 4, "hidden": 32, "n_out": 2},
+                                           transform=xor_table, table_name="breast_cancer", **{"data.target": "label", "task": "classification",
+                                                                   "loss": "cross_entropy"}),
+      {"M208"}, "M208", ("model", "generated", "binary", "user-model"), allowed=("H305", "H301", "G407"),
+      source="catalogue M208; activation calls left out of a user's forward()",
+      description="three Linear layers with no activation (one affine map) on XOR"),
+    S("g403_user_dead_relu_friedman", user_model("zoo_dead_regressor", DEAD_RELU_REGRESSION, "diabetes",
+                                                 "DeadRegressor", {"n_in": 8, "hidden": 48},
+                                                 transform=lambda df, r: friedman(1000, int(r.integers(1 << 30))),
+                                                 table_name="diabetes",
+                                                 **{"data.target": "y", "data.normalize_target": False}),
+      {"G403"}, "G403", ("gradients", "generated", "regression", "user-model"),
+      allowed=("G401", "G405", "G406", "G407", "H301", "H305", "M207", "M208"),
+      source="catalogue G403 (a bias init that leaves every ReLU inactive), in a regression",
+      description="a 2-hidden-layer ReLU regressor whose biases are -4: no unit fires"),
+    S("h303_heavy_dropout_wine", simple("wine", **{"model.layers": mlp([12, 12], "relu", 3, dropout=0.85)}),
+      {"H303"}, "H303", ("hyper", "table", "multiclass"), allowed=("H305", "G407", "M208", "H301", "H308"),
+      source="catalogue H303 (dropout far above 0.5 on a small table)",
+      description="dropout 0.85 after each 12-unit hidden layer on 178 rows"),
+    S("ok_friedman_l1_relu", friedman_spec(**{"loss": "l1", "model.layers": mlp([64, 32], "relu", 1)}),
+      set(), None, ("healthy", "generated", "regression"), healthy=True),
+    S("ok_wine_rmsprop_tanh", simple("wine", **{"model.layers": mlp([32], "tanh", 3), "model.init": "xavier",
+                                                "optimizer": {"name": "rmsprop", "lr": 0.001}}),
+      set(), None, ("healthy", "table", "multiclass", "rmsprop"), healthy=True),
 ]
 
 # ---- the known fix of each dev scenario (what a competent engineer would change in the spec) -----------------
@@ -977,6 +1055,10 @@ DEV_FIXES: dict[str, dict[str, Any] | None] = {
     "two_inf_and_output_size": {"data.missing": "drop", "model.layers": mlp([32], "relu", 1)},
     "two_mse_on_classes_and_lr_high": {"loss": "cross_entropy", "model.layers": MLP3_FIX, "optimizer.lr": 0.003},
     "two_labels_offset_and_dead_relu": {"data.label_map": {1: 0, 2: 1, 3: 2}, "model.init": "he"},
+    "m208_linear_on_curved_boundary": {"model.layers": mlp([32], "relu", 2)},
+    "m208_user_affine_stack": None,                  # the activations belong in the user's forward()
+    "g403_user_dead_relu_friedman": {"model.init": "he"},
+    "h303_heavy_dropout_wine": {"model.layers": mlp([12, 12], "relu", 3, dropout=0.1)},
 }
 assert {s.name for s in SCENARIOS if not s.healthy} == set(DEV_FIXES), "every dev fault needs a known fix (or None)"
 SCENARIOS = [replace(s, fix=None if s.healthy else DEV_FIXES[s.name], part="dev") for s in SCENARIOS]

@@ -40,6 +40,7 @@ class ProbeContext:
     n_params: int | None = None
     n_outputs: int | None = None             # the model's output size, measured by a dummy forward
     output_range: tuple[float, float] | None = None   # min and max of the outputs at init on real training rows
+    affine_error: float | None = None         # plan._affine_error: ~1e-7 when the model is one affine map (M208)
     build_error: Any = None                  # ModelBuildError when the model does not build
     # probes (see plan.py for how each is planned and run)
     init: ProbeRecord | None = None          # configured spec, short, per-layer stats at init (init_layers)

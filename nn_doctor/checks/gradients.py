@@ -82,10 +82,19 @@ def _window(rec: ProbeRecord, key: str) -> dict[str, list[float]]:
     return out
 
 
-def _dead_fractions(rec: ProbeRecord) -> dict[str, float]:
-    """ReLU/ReLU6 layer -> fraction of units inactive on the whole batch (smallest of the last records)."""
-    window = _window(rec, "dead_frac")
-    return {n: min(v) for n, v in window.items() if ":" not in n or n.split(":", 1)[1] in DEAD_TYPES}
+def _dead_fractions(rec: ProbeRecord, at_init: bool = False) -> dict[str, float]:
+    """ReLU/ReLU6 layer -> fraction of units inactive on the whole batch (smallest of the last records, or at
+    init). A model whose activations are functions (no ReLU module) is measured at the next layer's input
+    (probe.Instruments.input_watch): "input of fc2:linear"."""
+    def window(key: str) -> dict[str, list[float]]:
+        if at_init:
+            return {n: [st[key]] for n, st in rec.init_layers.items() if st.get(key) is not None}
+        return _window(rec, key)
+    out = {n: min(v) for n, v in window("dead_frac").items() if ":" not in n or n.split(":", 1)[1] in DEAD_TYPES}
+    return out or {f"{INPUT_OF}{n}": min(v) for n, v in window("dead_in_frac").items()}
+
+
+INPUT_OF = "input of "   # names a layer measured at its input (a functional activation upstream)
 
 
 _g = fmt.num   # numbers in messages: nn_doctor/fmt.py
@@ -356,13 +365,15 @@ def check_dead_relu(ctx: ProbeContext) -> Finding | None:
         return None
     worst = max(bad, key=bad.get)
     step, _ = _last_stats(rec)
-    ev = {"dead_fraction": dead, "dead_fraction_init": {n: rec.init_layers.get(n, {}).get("dead_frac") for n in dead},
+    ev = {"dead_fraction": dead, "dead_fraction_init": _dead_fractions(rec, at_init=True),
           "step": step, "threshold": DEAD_FRACTION, "window": STAT_WINDOW, "lr": ctx.setting("lr")}
     # a layer with every unit dead passes no signal at all: training cannot use what is before it
     severity = "error" if bad[worst] >= 1.0 else None
     layers = layer_dicts(ctx)
     patch = {"model.layers": _replace_activation(layers, {"relu", "relu6"}, "leaky_relu")} if layers else None
     fix = ctx.fix_text("use leaky_relu (or elu) instead of relu", "use nn.LeakyReLU (or nn.ELU) instead of nn.ReLU")
+    units = (f"the units feeding {worst.removeprefix(INPUT_OF)} (ReLUs called as functions)"
+             if worst.startswith(INPUT_OF) else f"the units of {worst}")
     at_init = ev["dead_fraction_init"].get(worst)
     init = str(ctx.spec.model.init) if ctx.spec is not None else None
     if at_init is not None and at_init >= DEAD_FRACTION and init is not None and init != "he":
@@ -370,12 +381,12 @@ def check_dead_relu(ctx: ProbeContext) -> Finding | None:
         # init (zero biases) is the fix to test, for layer stacks and for the user's own class alike
         patch = {"model.init": "he"}
         fix = (f"re-initialise the weights: set model.init: he (the units are dead at init already: "
-               f"{at_init:.0%} of {worst}; He init draws zero biases)")
+               f"{at_init:.0%} of {units}; He init draws zero biases)")
     if ctx.inputs_unscaled:
         fix += "; " + _standardize(ctx)
     lr = ctx.setting("lr")
     fix += f"; if the lr is high (now {lr:g}), lower it" if lr is not None else "; if the lr is high, lower it"
-    return Finding("G403", f"dead ReLUs: {bad[worst]:.0%} of the units of {worst} never activate on a "
+    return Finding("G403", f"dead ReLUs: {bad[worst]:.0%} of {units} never activate on a "
                            f"{_batch_word(ctx)} batch "
                            f"at step {step} ({len(bad)} layer{'s' if len(bad) > 1 else ''} >= {DEAD_FRACTION:.0%})",
                    fix, ev, severity=severity, patch=patch)

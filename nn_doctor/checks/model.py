@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..catalogue import Severity
 from ..errors import ModelBuildError
 from .. import fmt
 from ..model import _ACT_ALIASES, ACTIVATIONS, SATURATING
@@ -45,6 +46,8 @@ SMALL_PARAMS_PER_ROW = 1.0  # M208: "small" = fewer parameters than subset rows 
                             # larger models that fail to fit point at optimisation or labels (G407), not size
 HIDDEN_WIDTH = 64           # M208: the hidden layer given to a linear model that cannot fit (one ReLU layer of 64:
                             # the width of the project's own table examples, and a common first MLP)
+AFFINE_TOL = 1e-6           # M208: a model whose midpoint test (plan._affine_error, in float64) is below 1e-6 is one
+                            # affine map: rounding gives ~1e-15, a ReLU or tanh MLP at init 1e-3..1e-1
 BIG_PARAMS_PER_ROW = 100.0  # M208: > 100 parameters per training row = far more than the data support
                             # (the 2x64 wine MLP has 1,091 parameters for 142 rows: 7.7 per row)
 
@@ -680,10 +683,60 @@ def widths(layers: list[dict]) -> list[int]:
     return [int(l.get("out") or 0) for l in layers if canon(l["type"]) == "linear"][:-1]
 
 
+def _with_activations(layers: list[dict]) -> list[dict]:
+    """A ReLU after every weighted top-level layer but the last (an affine stack made a network)."""
+    weighted = [i for i, l in enumerate(layers) if canon(l["type"]) in ("linear", "conv1d", "conv2d")]
+    new: list[dict] = []
+    for i, l in enumerate(layers):
+        new.append(dict(l))
+        if i in weighted[:-1]:
+            new.append({"type": "relu"})
+    return new
+
+
+def _affine_model(ctx: ProbeContext) -> Finding | None:
+    """The network is one affine map (no activation between its layers): it can only draw a linear boundary or
+    fit a linear function. A remark: a linear model is a fair choice, and the counterfactual probe (a ReLU
+    between the layers, or a hidden layer for a single one) decides whether the data asks for more."""
+    err = ctx.affine_error
+    if err is None or err > AFFINE_TOL or ctx.spec is None:
+        return None
+    layers = layer_dicts(ctx)
+    n_out = measured_outputs(ctx) or 1
+    ev = {"kind": "affine", "affine_error": err, "threshold": AFFINE_TOL,
+          "test": "f((a+b)/2) vs (f(a)+f(b))/2 on pairs of training rows at init"}
+    probe_only = None
+    if layers:
+        n_weighted = sum(canon(l["type"]) in ("linear", "conv1d", "conv2d") for l in layers)
+        if n_weighted >= 2:
+            new = _with_activations(layers)
+            fix = f"add a ReLU after each of the first {n_weighted - 1} weighted layers (they compose to one linear map)"
+        else:
+            new = _widened(layers, n_out)
+            fix = f"add a hidden layer: {max(HIDDEN_WIDTH, 2 * n_out)} ReLU units before the output layer"
+        patch = {"model.layers": new} if new else None
+        what = f"{n_weighted} weighted layer{'s' if n_weighted > 1 else ''} and no activation between them"
+    else:
+        # the user's forward() is where the activations go; the probe stands in a small ReLU MLP to measure what
+        # a non-linear model gains on this data, and that stand-in is never written
+        patch = {"model": {"layers": [{"type": "linear", "out": max(HIDDEN_WIDTH, 2 * n_out)}, {"type": "relu"},
+                                      {"type": "linear", "out": n_out}], "init": "he"}}
+        probe_only = (f"a {max(HIDDEN_WIDTH, 2 * n_out)}-unit ReLU MLP in place of your model (a stand-in: the "
+                      f"change belongs in your forward())")
+        fix = "call an activation (torch.relu) between the Linear layers in forward()"
+        what = "no activation between its layers (measured on its outputs)"
+    f = Finding("M208", f"the model is one affine map: {what}, so it can only fit a linear function of the inputs "
+                        f"(midpoint test {err:.0e} <= {AFFINE_TOL:g})", fix, ev, severity=Severity.INFO, patch=patch)
+    f.probe_only = probe_only
+    return f
+
+
 @check("M208", needs=("spec", "subset", "arrays"), uses=("lr",))
 def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
-    """M208 capacity-mismatch: cannot fit a small subset while small, or far more parameters than rows."""
+    """M208 capacity-mismatch: one affine map, cannot fit a small subset while small, or far more parameters than
+    rows."""
     found = []
+    affine = _affine_model(ctx)
     n_params = ctx.n_params or (ctx.subset_fit.n_params if ctx.subset_fit is not None else None)
     n_train = len(ctx.arrays.y) if ctx.arrays is not None else None
     rec = ctx.subset_fit
@@ -717,4 +770,6 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
             "shrink the hidden layers, or regularise (dropout, optimizer.weight_decay) and stop early",
             {"kind": "too big", "n_params": n_params, "n_train": n_train, "params_per_row": per,
              "threshold": BIG_PARAMS_PER_ROW}))
+    if affine is not None and not any(f.evidence.get("kind") == "too small" for f in found):
+        found.append(affine)   # a subset it cannot fit already says more (a warning); else the probe decides
     return found or None
