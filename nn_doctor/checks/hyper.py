@@ -16,6 +16,7 @@ from .. import curves, lr_search
 from .. import fmt
 from ..lr_search import LrStatus
 from ..probe import DIVERGE_FACTOR, ProbeRecord
+from ..catalogue import Severity
 from ..report import Finding
 from . import check, codes_for_step
 from .context import ProbeContext
@@ -400,13 +401,16 @@ def describe_overrides(overrides: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def over_regularized(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | None:
-    """The H303 condition: the weaker-regularisation probe reaches a clearly lower training loss and a
-    validation loss no worse (within NOT_WORSE_MARGIN). Returns (configured, weaker) or None."""
+def over_regularized(ctx: ProbeContext, clear: bool = True) -> tuple[ProbeRecord, ProbeRecord] | None:
+    """The H303 condition: the weaker-regularisation probe reaches a clearly lower training loss (with
+    clear=False: any lower one) and a validation loss no worse (within NOT_WORSE_MARGIN). Returns (configured,
+    weaker) or None."""
     conf, weak = ctx.regularization.get("configured"), ctx.regularization.get("weaker")
     if conf is None or weak is None or not weak.ok or weak.final_loss is None:
         return None
-    if conf.ok and not clearly_lower(weak.final_loss, conf.final_loss, conf.initial_loss):
+    if conf.ok and conf.final_loss is not None and not (
+            clearly_lower(weak.final_loss, conf.final_loss, conf.initial_loss) if clear
+            else weak.final_loss < conf.final_loss):
         return None
     if weak.final_val_loss is not None and conf.final_val_loss is not None:
         slack = max(NOT_WORSE_MARGIN * abs(conf.final_val_loss), CLEAR_FLOOR * abs(conf.initial_val_loss or 0.0))
@@ -415,10 +419,25 @@ def over_regularized(ctx: ProbeContext) -> tuple[ProbeRecord, ProbeRecord] | Non
     return conf, weak
 
 
+HEAVY_DROPOUT = 0.5        # H303 remark: dropout above the p = 0.5 Srivastava et al. (2014) used for hidden units
+HEAVY_WEIGHT_DECAY = 0.1   # ... or an L2 weight decay (added to the gradient) above 0.1, 10x the usual 1e-4..1e-2,
+HEAVY_DECOUPLED_DECAY = 1.0  # ... or AdamW's decoupled decay above 1.0, 10x the top of its usual 0.01-0.1 range
+
+
+def _heavy_regularisation(ctx: ProbeContext) -> bool:
+    reg = _regularisation(ctx)
+    limit = HEAVY_DECOUPLED_DECAY if reg.get("optimizer") == "adamw" else HEAVY_WEIGHT_DECAY
+    return any(p > HEAVY_DROPOUT for p in reg.get("dropout_p") or []) or (reg.get("weight_decay") or 0.0) > limit
+
+
 @check("H303", needs=("spec", "regularization"), uses=("curves", "lr"))
 def check_over_regularized(ctx: ProbeContext) -> Finding | None:
     """H303 over-regularized: a weaker weight decay / dropout fits clearly better and validates no worse."""
-    found = over_regularized(ctx)
+    found, severity = over_regularized(ctx), None
+    if found is None:
+        # lower but not clearly (small data, or a loss that dropout keeps noisy): a remark whose counterfactual
+        # probe decides (treatment.py); a clear validation gain raises it to a warning (triage.py)
+        found, severity = (over_regularized(ctx, clear=False) if _heavy_regularisation(ctx) else None), Severity.INFO
     if found is None:
         return None
     if ctx.lr is not None and _breaks(ctx.lr.configured_status) and \
@@ -434,9 +453,10 @@ def check_over_regularized(ctx: ProbeContext) -> Finding | None:
            if weak.final_val_loss is not None and conf.final_val_loss is not None else "")
     got = _g(conf.final_loss) if conf.ok else f"nothing (it {conf.stopped})"
     return Finding("H303",
-                   f"the regularisation holds the fit back: with {changes} the training loss reaches "
+                   f"the regularisation {'may hold' if severity else 'holds'} the fit back: with {changes} the "
+                   f"training loss reaches "
                    f"{_g(weak.final_loss)} instead of {got}{val}",
-                   f"set {changes}", evidence, patch=dict(weak.overrides) or None)
+                   f"set {changes}", evidence, severity=severity, patch=dict(weak.overrides) or None)
 
 
 # ---- H304 / H305 / H306 / H308: the run's curves ----------------------------------------------------
@@ -559,10 +579,43 @@ def check_underfitting(ctx: ProbeContext) -> Finding | None:
            f"({fmt.share(run.final_val_loss, run.initial_val_loss)})"
            if val_ratio is not None else "")
     when = f"after {run.last:g} steps" if ctx.curve is None else f"at the end of the {run.span}"
+    severity, patch, learned = None, None, _learned_share(ctx, run)
+    if learned is not None and learned <= LEARNED_SHARE:
+        # it learns from the inputs, and a noisy target (or a loss such as L1) may keep the loss high whatever
+        # the model: a remark whose spec change a probe tests (longer if still falling, else wider); a clear
+        # validation gain raises it to a warning (triage.py)
+        severity = Severity.INFO
+        evidence["learned_share"] = learned
+        layers = [lay.model_dump(exclude_none=True) for lay in ctx.spec.model.layers or []] \
+            if ctx.spec is not None and not ctx.spec.model.class_ else []
+        if run.verdict.still_falling:
+            patch = {"training.epochs": ctx.spec.training.epochs * EPOCH_FACTOR}
+        elif layers:
+            from .model import widened
+            new = widened(layers, ctx.n_outputs or 1)
+            patch = {"model.layers": new} if new else None
     return Finding("H305",
                    f"{when} the training loss is still {fmt.share(run.final_loss, run.initial_loss)} of its start "
-                   f"({_g(run.initial_loss)} -> {_g(run.final_loss)}){val}; pattern {run.verdict.pattern}",
-                   "; or ".join(hints), evidence)
+                   f"({_g(run.initial_loss)} -> {_g(run.final_loss)}){val}; pattern {run.verdict.pattern}"
+                   + (f"; it is {fmt.share(learned, 1.0)} of a constant prediction's loss, so the inputs are used"
+                      if severity else ""),
+                   "; or ".join(hints), evidence, severity=severity, patch=patch)
+
+
+LEARNED_SHARE = 0.8   # H305: a probe run ending at <= 80% of the best constant prediction's loss learns from the
+                      # inputs (the lr search counts 95% as trained, lr_search.REFERENCE_MARGIN); its high loss is
+                      # then a remark until a probe shows that a longer or wider run validates better
+
+
+def _learned_share(ctx: ProbeContext, run) -> float | None:
+    """The run's final training loss over the loss of the best constant prediction (probes only)."""
+    b = ctx.baseline
+    if ctx.source != "probe" or ctx.curve is not None or ctx.spec is None or b is None:
+        return None
+    ref = b.reference_loss
+    if ref is None or ref <= 0 or run.final_loss is None:
+        return None
+    return run.final_loss / ref
 
 
 @check("H306", needs=("curves",))

@@ -661,7 +661,7 @@ def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
 
 # ---- M208 ------------------------------------------------------------------------------------
 
-def _widened(layers: list[dict], n_out: int) -> list[dict] | None:
+def widened(layers: list[dict], n_out: int) -> list[dict] | None:
     """Every hidden linear's out doubled (at least 2x the outputs, so no layer is a bottleneck); a model with no
     hidden linear layer (a linear model) gets one: HIDDEN_WIDTH ReLU units before its output layer."""
     idx = [i for i, l in enumerate(layers) if canon(l["type"]) == "linear"]
@@ -712,7 +712,7 @@ def _affine_model(ctx: ProbeContext) -> Finding | None:
             new = _with_activations(layers)
             fix = f"add a ReLU after each of the first {n_weighted - 1} weighted layers (they compose to one linear map)"
         else:
-            new = _widened(layers, n_out)
+            new = widened(layers, n_out)
             fix = f"add a hidden layer: {max(HIDDEN_WIDTH, 2 * n_out)} ReLU units before the output layer"
         patch = {"model.layers": new} if new else None
         what = f"{n_weighted} weighted layer{'s' if n_weighted > 1 else ''} and no activation between them"
@@ -749,7 +749,7 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
             lr = ctx.working_lr or rec.overrides.get("optimizer.lr") or ctx.spec.optimizer.lr
             layers = layer_dicts(ctx)
             n_out = measured_outputs(ctx) or 1
-            new = _widened(layers, n_out) if layers else None
+            new = widened(layers, n_out) if layers else None
             ev = {"kind": "too small", "rows": rows, "n_params": n_params, "initial_loss": rec.initial_loss,
                   "final_loss": rec.final_loss,
                   "fraction": frac, "steps": rec.steps_run, "lr": lr,
