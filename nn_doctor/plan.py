@@ -64,7 +64,9 @@ def _output_range(model, s: Session) -> tuple[float, float] | None:
         if not isinstance(out, torch.Tensor) or not bool(torch.isfinite(out).all()):
             return None
         return float(out.min()), float(out.max())
-    except Exception:   # the probes will meet (and report) whatever breaks here
+    except KeyboardInterrupt:
+        raise
+    except BaseException:   # the probes will meet (and report) whatever breaks here, sys.exit in a forward too
         return None
 
 
@@ -89,7 +91,9 @@ def _affine_error(model, s: Session) -> float | None:
         if not bool(torch.isfinite(spread)) or float(spread) <= 1e-9:
             return None
         return float((fm - (fa + fb) / 2).abs().mean() / spread)
-    except Exception:   # the probes will meet (and report) whatever breaks here
+    except KeyboardInterrupt:
+        raise
+    except BaseException:   # the probes will meet (and report) whatever breaks here, sys.exit in a forward too
         return None
     finally:
         model.float()
