@@ -847,8 +847,12 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 continue
             smooth = ema_avg / (1 - EMA_BETA ** n_ema)
             if smoothed_ref is None:
-                smoothed_ref = rec.initial_loss if rec.initial_loss is not None else \
-                    next((v for v in rec.losses if v is not None), None)
+                # the start on the smoothed curve's own basis: the first training-mode loss, with dropout active,
+                # can sit far above the full-batch eval-mode initial loss (p 0.85 in a 16-unit net: > 4x), which
+                # read as a divergence before any update acted; the larger of the two is the start
+                first = next((v for v in rec.losses if v is not None and math.isfinite(v)), None)
+                smoothed_ref = max(v for v in (rec.initial_loss, first) if v is not None) \
+                    if (rec.initial_loss, first) != (None, None) else None
             if s.stop_on_divergence and smoothed_ref and smooth > DIVERGE_FACTOR * smoothed_ref:
                 rec.stopped = "diverged"
                 break

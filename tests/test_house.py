@@ -145,3 +145,19 @@ def test_one_curve_gives_the_same_codes_through_check_curves_monitor_and_full_re
     h306 = next(f for f in report.findings if f.code == "H306")
     assert "monitored run" in h306.message
     assert all(f.patch is None for f in report.findings)
+
+
+def test_a_configured_training_that_broke_in_its_probe_is_never_a_remark_alone():
+    # the baseline probe stopped "diverged" (finite, rising): whatever the lr probes say, the run as configured
+    # broke, so H306 is a warning there (a cause such as H300 makes it a symptom in triage)
+    train = [1.0 + 0.5 * s for s in range(12)]
+    rec = ProbeRecord(name="baseline", settings={}, overrides={})
+    rec.losses, rec.val_losses = list(train), [(6, 3.0), (12, 6.5)]
+    rec.initial_loss, rec.initial_val_loss, rec.final_loss, rec.final_val_loss = 1.0, 1.0, 6.5, 6.5
+    rec.steps_run, rec.stopped = len(train), "diverged"
+    spec = Spec.model_validate({"task": "classification", "model": {"layers": [{"type": "linear", "out": 3}]},
+                                "loss": "cross_entropy", "optimizer": {"name": "adam", "lr": 0.01},
+                                "training": {"batch_size": 32, "epochs": 10}})
+    found = run_checks(["H306"], ProbeContext(spec=spec, baseline=rec), Report("full-report"), [], [])
+    h306 = next(f for f in found if f.code == "H306")
+    assert h306.evidence["pattern"] == "diverging" and h306.severity.value == "warning", h306

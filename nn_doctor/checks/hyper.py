@@ -193,8 +193,10 @@ def check_lr_too_high(ctx: ProbeContext) -> Finding | None:
         return None   # non-finite before the first update: no lr acted yet (G400 says what did)
     if res.recommended is None and res.configured_status != LrStatus.DIVERGED:
         return None   # no probed lr trains at all and the configured one did not blow up: not the lr
-    if over_regularized(ctx) is not None:
-        return None   # the weight decay / dropout holds it back at every lr (H303)
+    if not _breaks(res.configured_status) and over_regularized(ctx) is not None:
+        return None   # the weight decay / dropout holds it back at every lr (H303). A configured lr that breaks
+                      # training is H300 whatever the regularisation: H303 steps back then (check_over_regularized),
+                      # so one of the two always speaks
     conf = _summary(ctx, res.configured)
     recommended = _summary(ctx, res.recommended)
     best = _best_working(ctx)
@@ -630,6 +632,14 @@ def check_loss_curve_pattern(ctx: ProbeContext) -> Finding | None:
             and (ctx.baseline is None or ctx.baseline.first_nonfinite is None):
         severity = "warning"
         evidence["severity_reason"] = f"the {verdict.pattern} pattern is reported by no other code for this run"
+    elif ctx.source == "probe" and verdict.pattern == "diverging" and "first_nonfinite" not in verdict.evidence \
+            and ctx.baseline is not None and ctx.baseline.first_nonfinite is None:
+        # the configured training itself broke: a run whose every later check saw only its first steps is never
+        # healthy. A cause found elsewhere (H300, H303, ...) makes this a symptom (triage.py); without one it
+        # is the finding (the lr probes can converge where the configured run, with its dropout noise, did not)
+        severity = "warning"
+        evidence["severity_reason"] = (f"the configured training broke in the baseline probe (stopped at step "
+                                       f"{ctx.baseline.steps_run}): nothing after that step was checked")
     return Finding("H306", f"{verdict.pattern} over the {run.span}: {verdict.reason}", verdict.seeds_advice,
                    evidence, severity=severity)
 
