@@ -619,7 +619,7 @@ def S(name: str, build, expected, first_fix, tags=(), allowed=(), source="", des
 
 
 # symptoms of a learning rate that breaks training: the gradient checks see the same run
-LR_SYMPTOMS = ("G400", "G402", "G403", "G404", "G405", "G406", "G407", "H304", "H305", "M207")
+LR_SYMPTOMS = ("G400", "G402", "G403", "G404", "G405", "G406", "G407", "H304", "H305", "H306", "M207")
 
 SCENARIOS: list[Scenario] = [
     # ---- step 1: data ------------------------------------------------------------------------------
