@@ -588,13 +588,12 @@ def check_underfitting(ctx: ProbeContext) -> Finding | None:
         # validation gain raises it to a warning (triage.py)
         severity = Severity.INFO
         evidence["learned_share"] = learned
-        layers = [lay.model_dump(exclude_none=True) for lay in ctx.spec.model.layers or []] \
-            if ctx.spec is not None and not ctx.spec.model.class_ else []
+        from .model import layer_dicts, measured_outputs, widened
+        layers = layer_dicts(ctx)
         if run.verdict.still_falling:
             patch = {"training.epochs": ctx.spec.training.epochs * EPOCH_FACTOR}
         elif layers:
-            from .model import widened
-            new = widened(layers, ctx.n_outputs or 1)
+            new = widened(layers, measured_outputs(ctx) or 1)
             patch = {"model.layers": new} if new else None
     return Finding("H305",
                    f"{when} the training loss is still {fmt.share(run.final_loss, run.initial_loss)} of its start "
