@@ -283,14 +283,20 @@ def progress(rec: ProbeRecord) -> float:
 # ---- the search: planning the probes in rounds and deciding ------------------------------------------
 
 def run_search(s: "Session", steps: int | None = None, alongside: list | None = None,
-              on_alongside: Callable[[Any, Any], None] | None = None) -> Any:
+              on_alongside: Callable[[Any, Any], None] | None = None,
+              beside_recommendation: Callable[[float], list] | None = None) -> Any:
     """The seeds' procedure in rounds: the decades (and the configured lr), then a bisection round
     between the last failing and the first working decade, then the recommendation itself if it was
     never probed. Fills s.ctx.lr / lr_records and report.probes["lr"].
 
     `alongside`: other independent probes to run in the decades' round (full-report's baseline, batch,
     regularisation and optimizer probes), each handed to `on_alongside(task, record)`: one round fewer
-    on the critical path of a parallel executor; the same records on the local one."""
+    on the critical path of a parallel executor; the same records on the local one.
+
+    `beside_recommendation(lr)`: probes that need the recommended lr (full-report's capacity and tiny-batch
+    probes), run in the recommendation's own round, each also handed to `on_alongside`; another round fewer.
+    Should the recommendation fail its probe, the caller sees a different s.ctx.lr.recommended than the lr
+    those probes ran at, and runs them again."""
     from .errors import UsageError
     from .plan import LR_PROBE_STEPS
     spec, o = s.spec, s.opts
@@ -309,11 +315,13 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
         elif rec.stopped != "skipped":
             records[t.key] = rec
 
-    def probe(lrs: list[float], what: str, with_extra: bool = False) -> None:
+    def probe(lrs: list[float], what: str, with_extra: bool = False, beside: list | None = None) -> None:
         todo = [lr for lr in lrs if lr not in records]
         tasks = [s.task(lr, spec.with_overrides(**{"optimizer.lr": lr}), f"lr {lr:.3g}", {"optimizer.lr": lr},
                         steps=steps, eval_every=0, record_every=0, instrument=False) for lr in todo]
-        tasks = (extra if with_extra else []) + tasks
+        if beside:
+            extra.extend(beside)
+        tasks = (extra if with_extra else list(beside or [])) + tasks
         for t, rec in zip(tasks, s.run_round(tasks, what)):
             keep(t, rec)
 
@@ -343,7 +351,9 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
         if near:
             result.recommended = min(near, key=lambda lr: abs(lr / result.recommended - 1))
     if result.recommended is not None and result.recommended not in records:
-        probe([result.recommended], "lr probes: recommendation")
+        beside = beside_recommendation(result.recommended) if beside_recommendation else []
+        probe([result.recommended], "lr probes: recommendation" + (", capacity and tiny batch" if beside else ""),
+              beside=beside)
         if result.recommended in records and classify(records[result.recommended]) != WORKING:
             # the capped recommendation did not work: fall back to the best probe that did
             working = [lr for lr, r in records.items() if classify(r) == WORKING and min(dec) <= lr <= max(dec)]

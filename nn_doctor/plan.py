@@ -221,29 +221,50 @@ def run_probes(s: Session) -> None:
         elif t.key[0] == "opt":
             ctx.optimizers["adam"] = rec
 
-    # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another).
+    # The capacity and tiny-batch tests run at a working lr: the recommendation, else the configured lr.
+    def capacity_tasks(lr: float) -> list:
+        working = spec.with_overrides(**{"optimizer.lr": lr})
+        tasks = []
+        if "subset" in need:
+            tasks.append(s.task("subset", working, f"fit {min(SUBSET_ROWS, n)} rows", {"optimizer.lr": lr},
+                                steps=SUBSET_STEPS, subset=SUBSET_ROWS, eval_every=0, record_every=0, instrument=False))
+        if "tiny" in need:
+            tasks.append(s.task("tiny", no_dropout(working), f"overfit {TINY_ROWS} rows", {"optimizer.lr": lr},
+                                steps=TINY_STEPS, subset=TINY_ROWS, batch_size=TINY_ROWS, eval_every=0, record_every=0,
+                                instrument=False))
+        return tasks
+
+    capacity_lr: list[float] = []   # the lr the capacity and tiny-batch probes ran at, when they ran beside the lr search
+
+    def keep_all(t, rec) -> None:
+        if t.key in ("subset", "tiny"):
+            if rec.stopped != "skipped":
+                setattr(ctx, "subset_fit" if t.key == "subset" else "tiny", rec)
+        else:
+            keep(t, rec)
+
+    def beside_recommendation(lr: float) -> list:
+        capacity_lr.append(lr)
+        return capacity_tasks(lr)
+
+    # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another); the
+    # capacity and tiny-batch probes in the round that probes the recommended lr, when there is one.
     if "lr" in need:
-        lr = L.run_search(s, alongside=r1, on_alongside=keep)
+        lr = L.run_search(s, alongside=r1, on_alongside=keep_all, beside_recommendation=beside_recommendation)
     else:
         lr = None
         for t, rec in zip(r1, s.run_round(r1, "probes: baseline, batch sizes, regularisation")):
             keep(t, rec)
     if ctx.baseline is not None and "configured" not in ctx.optimizers:
         ctx.optimizers["configured"] = ctx.baseline
-    # Round 5: a working lr for the capacity and tiny-batch tests: the recommendation, else the configured lr.
     ctx.working_lr = (lr.recommended if lr is not None else None) or spec.optimizer.lr
-    working = spec.with_overrides(**{"optimizer.lr": ctx.working_lr})
-    r5 = []
-    if "subset" in need:
-        r5.append(s.task("subset", working, f"fit {min(SUBSET_ROWS, n)} rows", {"optimizer.lr": ctx.working_lr},
-                         steps=SUBSET_STEPS, subset=SUBSET_ROWS, eval_every=0, record_every=0, instrument=False))
-    if "tiny" in need:
-        r5.append(s.task("tiny", no_dropout(working), f"overfit {TINY_ROWS} rows", {"optimizer.lr": ctx.working_lr},
-                         steps=TINY_STEPS, subset=TINY_ROWS, batch_size=TINY_ROWS, eval_every=0, record_every=0,
-                         instrument=False))
+    if capacity_lr and capacity_lr[-1] == ctx.working_lr:
+        return
+    # Otherwise (no recommendation round, or the recommendation failed its probe): their own round
+    ctx.subset_fit = ctx.tiny = None
+    r5 = capacity_tasks(ctx.working_lr)
     for t, rec in zip(r5, s.run_round(r5, "probes: capacity and tiny batch")):
-        if rec.stopped != "skipped":
-            setattr(ctx, "subset_fit" if t.key == "subset" else "tiny", rec)
+        keep_all(t, rec)
 
 
 def judged_steps(spec: Spec, n_train: int) -> int:

@@ -254,3 +254,22 @@ def test_lr_search_probes_decades_configured_bisection_and_recommendation(tmp_pa
     assert [t["lr"] for t in lr["tried"]] == expected
     assert status[rec] == "converging"
     assert lr["edge_of_stability"] is not None and rec < lr["edge_of_stability"]
+
+
+def test_capacity_probes_run_in_the_recommendations_round(tmp_path):
+    """Standardised wine with adam at 0.01: the recommended lr (0.0316) was never probed, so full-report probes it,
+    and the capacity and tiny-batch probes, which need that lr, run beside it in the same round (a round fewer on
+    a parallel executor's critical path), at exactly that lr."""
+    raw = yaml.safe_load((ROOT / "nn_doctor" / "examples" / "example.yaml").read_text())
+    raw["data"]["path"] = str(ROOT / "nn_doctor" / "examples" / "wine.csv")
+    raw["data"]["normalize"] = "standardize"
+    raw["optimizer"] = {"name": "adam", "lr": 0.01}
+    cfg = tmp_path / "wine_adam.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    report = doctor.full_report(doctor.Options(config=str(cfg), quiet=True))
+    rounds = [(r["round"], r["probes"]) for r in report.timing["rounds"]]
+    rec = report.probes["lr"]["recommended"]
+    assert rec not in L.decades(0.1, 1e-4) + [0.01]
+    assert ("lr probes: recommendation, capacity and tiny batch", 3) in rounds
+    assert not any(r == "probes: capacity and tiny batch" for r, _ in rounds)
+    assert report.verdict == "healthy"
