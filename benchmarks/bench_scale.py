@@ -1,7 +1,7 @@
 """Benchmark: the Ray executor (--executor ray) against the local one, measured in one run.
 
     /work/venv/bin/python benchmarks/bench_scale.py [--cases overhead,report,gpu,long] [--tiny 200]
-        [--repeat 3] [--workers 1,2,4,8,16] [--long-workers 1,2] [--long-width 768] [--long-depth 3] [--long-steps 1000]
+        [--repeat 3] [--workers 1,2,4,8,16] [--long-workers 1,2] [--long-width 512] [--long-depth 3] [--long-steps 2400]
         [--long-device cpu] [--gpu-shares 1,0.5,0.25]
 
     # only the long-probe case, as on a 2-core machine (the default), or on a 16-core GPU machine:
@@ -28,9 +28,11 @@ once); case 4 uses a persistent cluster, as a user who outgrew one machine runs 
    at best Σ over rounds of the slowest probe of the round (printed as the "critical path").
 3. With CUDA: the same report on the GPU, --gpus-per-probe 1, 0.5 and 0.25 (probes sharing a GPU).
 
-4. Long probes on a persistent cluster (--cases long): full-report on a 30-768-768-768-2 MLP on
-   breast_cancer (batch 64: 3.4e8 multiply-adds a step, under probe.SINGLE_THREAD_WORK, so every probe
-   runs on one thread, locally and on a worker) with its lr probes lengthened to --long-steps (1000:
+4. Long probes on a persistent cluster (--cases long): full-report on a 30-512-512-512-2 MLP on
+   breast_cancer (batch 64: 1.0e8 multiply-adds a step, 4.2e8 at the batch probe's 256, all under
+   probe.SINGLE_THREAD_WORK, so every probe runs on one thread, locally and on a worker: a probe above
+   it uses every core locally, and fanning out cannot pay on 2 cores) with its lr probes lengthened to
+   --long-steps (2400:
    Options.steps, probe-lr's --steps), so that one lr probe takes >= 10 s on one thread of a 2-core
    machine; the baseline, batch, capacity and tiny-batch probes keep their own lengths (2-6 s). Its
    rounds: 9 probes (baseline, 3 batch sizes, 5 lr), then 2 (capacity, tiny batch), and a bisection or
@@ -83,10 +85,13 @@ WORKERS = (1, 2, 4, 8, 16)
 GPU_SHARES = (1.0, 0.5, 0.25)
 CASES = ("overhead", "report", "gpu", "long")
 LONG_WORKERS = (1, 2)           # the issue's comparison on a 2-core machine
-LONG_WIDTH, LONG_DEPTH = 768, 3  # 3.4e8 multiply-adds a step at batch 64: under SINGLE_THREAD_WORK, one thread
-LONG_STEPS = 1000               # lr probe length: 1000 steps of that MLP take >= 10 s on one thread of this
-                                # 2-core machine even when idle (~15-50 ms a step measured, busy to idle;
-                                # 150 steps, full-report's default, take 2-8 s)
+LONG_WIDTH, LONG_DEPTH = 512, 3  # 1.0e8 multiply-adds a step at batch 64 and 4.2e8 at 256, the largest batch the batch
+                                # probe (x4) or an H302 fix tries: every probe stays under probe.SINGLE_THREAD_WORK, so it
+                                # runs on one thread locally as on a worker. At width 768, batch 256 (9e8) ran on both
+                                # cores locally but on one in a worker, and the Ray probes of the treated spec looked
+                                # 1.45x slower: that was the local side using two threads, not Ray
+LONG_STEPS = 2400               # lr probe length: 2400 steps of that MLP take >= 10 s on one thread of this 2-core
+                                # machine when idle (1200 steps took 6.0-6.9 s; 150 steps, full-report's default, <1 s)
 LONG_PROBE_S = 10.0             # issue 16: "one probe takes >= 10 s on one CPU thread"
 CLUSTER_START_S = 180.0         # `ray start --head` on a busy machine (10 s idle on 2 cores)
 TIMED_FINDINGS = {"R502", "R503"}   # their messages state a measured time / memory, not a result
@@ -128,9 +133,9 @@ class RoundLog:
         self.real = cls.run_round
         log = self
 
-        def run_round(ex, tasks):
+        def run_round(ex, tasks, *args, **kwargs):
             t0 = time.perf_counter()
-            recs = log.real(ex, tasks)
+            recs = log.real(ex, tasks, *args, **kwargs)
             wall = time.perf_counter() - t0
             walls = [r.wall_s for r in recs if r.stopped != "skipped"]
             if walls:
@@ -161,8 +166,8 @@ class KeptRounds:
     def __init__(self, *classes):
         self.saved, self.rounds, self.records = [], [], []
         for cls in classes:
-            close, run_round = cls.close, cls.run_round
-            self.saved.append((cls, close, run_round))
+            close, run_round, collect = cls.close, cls.run_round, cls.collect_background
+            self.saved.append((cls, close, run_round, collect))
 
             def closing(ex, _close=close):
                 self.rounds.extend(getattr(ex, "rounds", []))
@@ -172,11 +177,16 @@ class KeptRounds:
                 recs = _run(ex, tasks, *args, **kwargs)
                 self.records.extend(r for r in recs if r.stopped != "skipped")
                 return recs
-            cls.close, cls.run_round = closing, running
+
+            def collecting(ex, _collect=collect):
+                done = _collect(ex)
+                self.records.extend(r for _, r in done if r.stopped != "skipped")
+                return done
+            cls.close, cls.run_round, cls.collect_background = closing, running, collecting
 
     def restore(self) -> None:
-        for cls, close, run_round in self.saved:
-            cls.close, cls.run_round = close, run_round
+        for cls, close, run_round, collect in self.saved:
+            cls.close, cls.run_round, cls.collect_background = close, run_round, collect
 
 
 def long_run(config: str, steps: int, executor: str, address: str | None = None, gpus: float | None = None):
@@ -378,18 +388,27 @@ def _rounds_text(rounds: list[dict]) -> str:
     return ", ".join(f"{r['probes']}p {r['wall_s']:.1f}/{r['probe_s']:.1f} s" for r in rounds)
 
 
-def long_case(args, tmp: str, cpus: int) -> None:
+LONG_SPECS = {   # the long case's specs: a healthy one (one diagnosis), and a faulty one, whose treatment loop
+                 # diagnoses the repaired spec again (twice the rounds: the work issue 16 asks to fan out)
+    "healthy": "standardized inputs: healthy, one diagnosis",
+    "unscaled": "unscaled inputs (D104): the treatment loop standardizes them and diagnoses again",
+}
+
+
+def long_case(args, tmp: str, cpus: int, variant: str = "healthy") -> None:
     """4. long probes: local against a persistent cluster of each --long-workers size (and GPU shares)."""
     shares = [float(x) for x in args.gpu_shares.split(",")] if args.gpu_shares else []
     device = "cuda" if shares else args.long_device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_scale: --gpu-shares / --long-device cuda need CUDA")
     raw = heavy_spec(args.long_width, args.long_depth, device)
-    config = write_spec(raw, tmp, "long.yaml")
+    if variant == "unscaled":
+        raw["data"]["normalize"] = "none"
+    config = write_spec(raw, tmp, f"long_{variant}.yaml")
     counts = [int(w) for w in args.long_workers.split(",")]
     over = [w for w in counts if w > cpus]
     print(f"\n4. long probes: full-report, 30-{args.long_width}x{args.long_depth}-2 MLP on breast_cancer "
-          f"(batch 64), lr probes of {args.long_steps} steps, on {device}; persistent clusters "
+          f"(batch 64), {LONG_SPECS[variant]}; lr probes of {args.long_steps} steps, on {device}; persistent clusters "
           f"(`ray start --head`, token auth), joined by address")
     if over:
         print(f"   worker counts {', '.join(map(str, over))} run on {cpus} CPUs: oversubscribed")
@@ -449,6 +468,8 @@ def main() -> None:
                     help="CPUs of the persistent clusters of case 4 (one probe per CPU)")
     ap.add_argument("--long-width", type=int, default=LONG_WIDTH, help="case 4's MLP width")
     ap.add_argument("--long-depth", type=int, default=LONG_DEPTH, help="case 4's hidden layers")
+    ap.add_argument("--long-specs", default=",".join(LONG_SPECS),
+                    help=f"case 4's specs, comma-separated ({', '.join(LONG_SPECS)}; default both)")
     ap.add_argument("--long-steps", type=int, default=LONG_STEPS, help="case 4's lr probe length (steps)")
     ap.add_argument("--long-device", default="cpu", choices=("cpu", "cuda"), help="case 4's device")
     ap.add_argument("--long-bracket", action=argparse.BooleanOptionalAction, default=True,
@@ -490,7 +511,10 @@ def main() -> None:
         if "gpu" in cases:
             gpu_case(tmp, cpus)
         if "long" in cases:
-            long_case(args, tmp, cpus)
+            for variant in args.long_specs.split(","):
+                if variant not in LONG_SPECS:
+                    sys.exit(f"bench_scale: --long-specs: {variant!r} is not one of {', '.join(LONG_SPECS)}")
+                long_case(args, tmp, cpus, variant)
 
 
 if __name__ == "__main__":

@@ -99,13 +99,19 @@ class LocalExecutor:
         self.skipped: list[str] = []
         self.rounds: list[dict[str, Any]] = []
         self.partial: tuple[list[ProbeTask], list[ProbeRecord]] = ([], [])
+        self._background: list[tuple[ProbeTask, ProbeRecord]] = []
 
-    def run_round(self, tasks: list[ProbeTask], label: str | None = None) -> list[ProbeRecord]:
+    def run_round(self, tasks: list[ProbeTask], label: str | None = None,
+                  background: list[ProbeTask] | None = None) -> list[ProbeRecord]:
+        """Run the tasks one after the other. `background` tasks (whose records the command needs only at its
+        end: collect_background) run first: one at a time there is no idle slot for them to fill later."""
         from .probe import run_probe
+        background = list(background or [])
+        order = background + list(tasks)
         out: list[ProbeRecord] = []
-        self.partial = (tasks, out)      # what finished, if Ctrl-C lands mid-round
-        with RoundTimer(self, label, tasks, out):
-            for task in tasks:
+        self.partial = (order, out)      # what finished, if Ctrl-C lands mid-round
+        with RoundTimer(self, label, order, out):
+            for task in order:
                 if self.clock.exhausted():
                     rec = skipped_record(task, "budget exhausted")
                     self.skipped.append(f"probe {task.label or task.settings.name}: budget exhausted")
@@ -117,7 +123,12 @@ class LocalExecutor:
                 out.append(rec)
                 if self.on_done:
                     self.on_done(task, rec)
-        return out
+        self._background.extend(zip(background, out[:len(background)]))
+        return out[len(background):]
+
+    def collect_background(self) -> list[tuple[ProbeTask, ProbeRecord]]:
+        done, self._background = self._background, []
+        return done
 
     def close(self) -> None:
         pass

@@ -289,9 +289,11 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
     between the last failing and the first working decade, then the recommendation itself if it was
     never probed. Fills s.ctx.lr / lr_records and report.probes["lr"].
 
-    `alongside`: other independent probes to run in the decades' round (full-report's baseline, batch,
-    regularisation and optimizer probes), each handed to `on_alongside(task, record)`: one round fewer
-    on the critical path of a parallel executor; the same records on the local one.
+    `alongside`: other independent probes (full-report's baseline, batch, regularisation and optimizer
+    probes), sent with the decades' round in the background: nothing in the search waits for them, so a
+    parallel executor runs them in the slots the search's rounds leave idle; the caller takes their records
+    from s.collect_background() (the local executor runs them first, as before). On Ctrl-C, those that
+    finished are handed to `on_alongside(task, record)`.
 
     `beside_recommendation(lr)`: probes that need the recommended lr (full-report's capacity and tiny-batch
     probes), run in the recommendation's own round, each also handed to `on_alongside`; another round fewer.
@@ -321,8 +323,9 @@ def run_search(s: "Session", steps: int | None = None, alongside: list | None = 
                         steps=steps, eval_every=0, record_every=0, instrument=False) for lr in todo]
         if beside:
             extra.extend(beside)
-        tasks = (extra if with_extra else list(beside or [])) + tasks
-        for t, rec in zip(tasks, s.run_round(tasks, what)):
+        tasks = list(beside or []) + tasks
+        background = list(alongside or []) if with_extra else None
+        for t, rec in zip(tasks, s.run_round(tasks, what, background=background)):
             keep(t, rec)
 
     try:

@@ -247,24 +247,26 @@ def run_probes(s: Session) -> None:
         capacity_lr.append(lr)
         return capacity_tasks(lr)
 
-    # Rounds 1-3: the lr search, its decades in one round with the probes above (none depends on another); the
-    # capacity and tiny-batch probes in the round that probes the recommended lr, when there is one.
+    # Rounds 1-3: the lr search. The probes above depend on nothing and nothing in the search depends on them:
+    # they are sent with its decades in the background, to run in whatever slots the search leaves idle. The
+    # capacity and tiny-batch probes run in the round that probes the recommended lr, when there is one.
     if "lr" in need:
         lr = L.run_search(s, alongside=r1, on_alongside=keep_all, beside_recommendation=beside_recommendation)
     else:
         lr = None
         for t, rec in zip(r1, s.run_round(r1, "probes: baseline, batch sizes, regularisation")):
             keep(t, rec)
+    ctx.working_lr = (lr.recommended if lr is not None else None) or spec.optimizer.lr
+    if not (capacity_lr and capacity_lr[-1] == ctx.working_lr):
+        # no recommendation round, or the recommendation failed its probe: their own round
+        ctx.subset_fit = ctx.tiny = None
+        r5 = capacity_tasks(ctx.working_lr)
+        for t, rec in zip(r5, s.run_round(r5, "probes: capacity and tiny batch")):
+            keep_all(t, rec)
+    for t, rec in s.collect_background():
+        keep(t, rec)
     if ctx.baseline is not None and "configured" not in ctx.optimizers:
         ctx.optimizers["configured"] = ctx.baseline
-    ctx.working_lr = (lr.recommended if lr is not None else None) or spec.optimizer.lr
-    if capacity_lr and capacity_lr[-1] == ctx.working_lr:
-        return
-    # Otherwise (no recommendation round, or the recommendation failed its probe): their own round
-    ctx.subset_fit = ctx.tiny = None
-    r5 = capacity_tasks(ctx.working_lr)
-    for t, rec in zip(r5, s.run_round(r5, "probes: capacity and tiny batch")):
-        keep_all(t, rec)
 
 
 def judged_steps(spec: Spec, n_train: int) -> int:

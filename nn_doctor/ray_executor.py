@@ -482,6 +482,17 @@ def _uses_user_code(spec) -> bool:
     return bool(getattr(spec.model, "class_", None) or getattr(spec.training, "step", None))
 
 
+class _Batch:
+    """Tasks sent together: their records (in the tasks' order), the refs still out, and each task's tries."""
+
+    def __init__(self, tasks: list[ProbeTask], label: str | None = None):
+        self.tasks, self.label = tasks, label
+        self.out: list[ProbeRecord | None] = [None] * len(tasks)
+        self.pending: dict[Any, int] = {}
+        self.tries = [0] * len(tasks)
+        self.code: tuple | None = None
+
+
 class RayExecutor:
     """Runs each round's probes as Ray tasks; run_round returns the records in the tasks' order."""
 
@@ -497,6 +508,7 @@ class RayExecutor:
         self.on_done = on_done
         self.skipped: list[str] = []
         self.rounds: list[dict[str, Any]] = []
+        self._background: list[_Batch] = []
         self.spec_dir = spec_dir
         self.device = str(data.device)
         cuda = data.device.type == "cuda"
@@ -622,86 +634,118 @@ class RayExecutor:
             except Exception:       # already finished, or the cluster is gone: nothing left to stop
                 pass
 
-    def run_round(self, tasks: list[ProbeTask], label: str | None = None) -> list[ProbeRecord]:
-        out: list[ProbeRecord | None] = [None] * len(tasks)
-        with RoundTimer(self, label, tasks, out):
-            self._run_round(tasks, out)
-        return out  # type: ignore[return-value]
+    def run_round(self, tasks: list[ProbeTask], label: str | None = None,
+                  background: list[ProbeTask] | None = None) -> list[ProbeRecord]:
+        """Run `tasks` side by side and return their records. `background` tasks are sent after them and not
+        waited for: they fill the slots this round and the next ones leave idle, and collect_background()
+        returns them (the command needs their records only at its end)."""
+        batch = _Batch(tasks)
+        with RoundTimer(self, label, tasks, batch.out):
+            try:
+                batch.code = self._code_for(tasks + list(background or []))
+                self._send(batch)
+                if background:
+                    later = _Batch(list(background), label=f"{label or 'round'} (sent in the background)")
+                    later.code = batch.code
+                    self._send(later)
+                    self._background.append(later)
+                self._wait(batch)
+            except KeyboardInterrupt:
+                self._cancel(batch.pending)
+                self._cancel_background()
+                raise
+        return batch.out  # type: ignore[return-value]
 
-    def _run_round(self, tasks: list[ProbeTask], out: list) -> None:
-        ray = self.ray
-        tries = [0] * len(tasks)
-        pending: dict[Any, int] = {}
+    def collect_background(self) -> list[tuple[ProbeTask, ProbeRecord]]:
+        """Wait for every background task still out; (task, record) pairs. Their round's timing counts only the
+        wait here: what they ran beside other rounds cost those rounds nothing."""
+        done: list[tuple[ProbeTask, ProbeRecord]] = []
+        while self._background:
+            batch = self._background.pop(0)
+            with RoundTimer(self, batch.label, batch.tasks, batch.out):
+                try:
+                    self._wait(batch)
+                except KeyboardInterrupt:
+                    self._cancel(batch.pending)
+                    self._cancel_background()
+                    raise
+            done.extend(zip(batch.tasks, batch.out))
+        return done
 
-        def done(i: int, rec: ProbeRecord) -> None:
-            out[i] = rec
-            if self.on_done:
-                self.on_done(tasks[i], rec)
+    def _cancel_background(self) -> None:
+        for batch in getattr(self, "_background", []):
+            self._cancel(batch.pending)
+        self._background = []
 
-        try:
-            code = self._code_for(tasks)
-            for i in longest_first(tasks):
+    def _done(self, batch: "_Batch", i: int, rec: ProbeRecord) -> None:
+        batch.out[i] = rec
+        if self.on_done:
+            self.on_done(batch.tasks[i], rec)
+
+    def _send(self, batch: "_Batch") -> None:
+        for i in longest_first(batch.tasks):
+            task = batch.tasks[i]
+            if self.clock.exhausted():
+                self._done(batch, i, self._skip(task, "budget exhausted"))
+            else:
+                batch.tries[i] = 1
+                batch.pending[self._submit(task, batch.code)] = i
+
+    def _wait(self, batch: "_Batch") -> None:
+        ray, tasks, pending, tries = self.ray, batch.tasks, batch.pending, batch.tries
+        last = checked = time.perf_counter()
+        budget = self.clock.budget_s
+        grace = max(BUDGET_GRACE_S, BUDGET_GRACE_FRACTION * budget) if budget is not None else None
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            if ready and len(pending) > 1:
+                more, _ = ray.wait([r for r in pending if r not in ready], num_returns=len(pending) - 1,
+                                   timeout=0)
+                ready += more
+            for ref in ready:
+                i = pending.pop(ref)
                 task = tasks[i]
-                if self.clock.exhausted():
-                    done(i, self._skip(task, "budget exhausted"))
-                else:
-                    tries[i] = 1
-                    pending[self._submit(task, code)] = i
-            last = checked = time.perf_counter()
-            budget = self.clock.budget_s
-            grace = max(BUDGET_GRACE_S, BUDGET_GRACE_FRACTION * budget) if budget is not None else None
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-                if ready and len(pending) > 1:
-                    more, _ = ray.wait([r for r in pending if r not in ready], num_returns=len(pending) - 1,
-                                       timeout=0)
-                    ready += more
-                for ref in ready:
-                    i = pending.pop(ref)
-                    task = tasks[i]
-                    last = time.perf_counter()
-                    try:
-                        rec = ray.get(ref, timeout=STALL_S)
-                    except Exception as err:
-                        why = _failure(ray, err)
-                        if tries[i] < ATTEMPTS and not self.clock.exhausted():
-                            tries[i] += 1
-                            pending[self._submit(task, code)] = i
-                            continue
-                        retried = " (failed twice on the Ray cluster)" if tries[i] > 1 else \
-                            " (on the Ray cluster; not retried: budget exhausted)"
-                        done(i, self._failed(task, why + retried))
+                last = time.perf_counter()
+                try:
+                    rec = ray.get(ref, timeout=STALL_S)
+                except Exception as err:
+                    why = _failure(ray, err)
+                    if tries[i] < ATTEMPTS and not self.clock.exhausted():
+                        tries[i] += 1
+                        pending[self._submit(task, batch.code)] = i
                         continue
-                    if rec is None:
-                        done(i, self._skip(task, "budget exhausted"))
-                    else:
-                        rec.device = self.device    # the driver's name for it (a worker calls its GPU cuda:0)
-                        done(i, rec)
-                left = self.clock.left()
-                if pending and left is not None and left < -grace:
+                    retried = " (failed twice on the Ray cluster)" if tries[i] > 1 else \
+                        " (on the Ray cluster; not retried: budget exhausted)"
+                    self._done(batch, i, self._failed(task, why + retried))
+                    continue
+                if rec is None:
+                    self._done(batch, i, self._skip(task, "budget exhausted"))
+                else:
+                    rec.device = self.device    # the driver's name for it (a worker calls its GPU cuda:0)
+                    self._done(batch, i, rec)
+            left = self.clock.left()
+            if pending and left is not None and left < -grace:
+                self._cancel(pending)
+                for i in sorted(pending.values()):
+                    self._done(batch, i, self._skip(tasks[i], "budget exhausted (cancelled on the cluster)"))
+                pending.clear()
+            elif pending and time.perf_counter() - last > STALL_S:
+                self._cancel(pending)
+                for i in sorted(pending.values()):
+                    self._done(batch, i, self._failed(tasks[i], f"no result from the Ray cluster in {STALL_S:.0f} s "
+                                                                f"(cancelled)"))
+                pending.clear()
+            elif pending and time.perf_counter() - checked > HEALTH_EVERY_S:
+                checked = time.perf_counter()
+                if self._slots() == 0:      # the nodes that could run probes are gone: nothing will start
                     self._cancel(pending)
                     for i in sorted(pending.values()):
-                        done(i, self._skip(tasks[i], "budget exhausted (cancelled on the cluster)"))
+                        self._done(batch, i, self._failed(tasks[i], "the Ray cluster has no live node left that "
+                                                                    "can run a probe"))
                     pending.clear()
-                elif pending and time.perf_counter() - last > STALL_S:
-                    self._cancel(pending)
-                    for i in sorted(pending.values()):
-                        done(i, self._failed(tasks[i], f"no result from the Ray cluster in {STALL_S:.0f} s "
-                                                       f"(cancelled)"))
-                    pending.clear()
-                elif pending and time.perf_counter() - checked > HEALTH_EVERY_S:
-                    checked = time.perf_counter()
-                    if self._slots() == 0:      # the nodes that could run probes are gone: nothing will start
-                        self._cancel(pending)
-                        for i in sorted(pending.values()):
-                            done(i, self._failed(tasks[i], "the Ray cluster has no live node left that can run a "
-                                                           "probe"))
-                        pending.clear()
-        except KeyboardInterrupt:
-            self._cancel(pending)
-            raise
 
     def close(self) -> None:
+        self._cancel_background()
         self._data = None           # drop the references: the object store may free the data
         self._code = None
         if getattr(self, "_started", False):

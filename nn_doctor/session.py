@@ -184,11 +184,19 @@ class Session:
             raise UsageError(f"--executor must be local or ray, got {self.opts.executor!r}")
         return LocalExecutor(self.data, self.clock, done)
 
-    def run_round(self, tasks: list, what: str) -> list:
-        if not tasks:
+    def run_round(self, tasks: list, what: str, background: list | None = None) -> list:
+        """The tasks' records. `background`: tasks also sent now whose records come from collect_background(),
+        so that a parallel executor runs them in the slots later rounds leave idle."""
+        if not tasks and not background:
             return []
-        self.progress.plan(len(tasks), what)
+        self.progress.plan(len(tasks) + len(background or []), what)
+        if background:
+            return self.executor.run_round(tasks, what, background=background)
         return self.executor.run_round(tasks, what)
+
+    def collect_background(self) -> list:
+        """(task, record) of every background task sent so far, once they are done."""
+        return self.executor.collect_background()
 
     def task(self, key: Any, spec: Spec, label: str, overrides: dict[str, Any] | None = None, **settings: Any):
         from .executor import ProbeTask

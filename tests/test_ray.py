@@ -578,3 +578,35 @@ def test_every_round_is_timed_by_the_executor(wine):
     assert local["wall_s"] >= local["probe_s"]           # one after another, plus the bookkeeping
     # Ray: two workers run the four probes two at a time
     assert walls["ray"]["wall_s"] < walls["ray"]["probe_s"], walls["ray"]
+
+
+def test_background_tasks_fill_idle_slots_and_come_back_whole(wine):
+    """Background tasks are sent with a round but not waited for: the round returns its own records only, the
+    background ones come from collect_background() with the same results on both executors. On Ray they run
+    while the next round runs, so the wait for them is shorter than their own time (on the local executor they
+    run first, inside the round that sent them)."""
+    from nn_doctor.executor import LocalExecutor
+    from nn_doctor.ray_executor import RayExecutor
+    spec = parse_spec(yaml.safe_load((CONFIGS / "wine.yaml").read_text()), CONFIGS)
+    results = {}
+    for ex in (LocalExecutor(wine), RayExecutor(wine)):
+        background = [ProbeTask(key=("bg", i), spec=spec, label=f"bg{i}",
+                                settings=ProbeSettings(name=f"bg{i}", steps=200, seed=10 + i, eval_every=0))
+                      for i in range(2)]
+        try:
+            first = ex.run_round(tasks_for(spec, 1, steps=300), "one long", background=background)
+            second = ex.run_round(tasks_for(spec, 1, steps=300), "another long")
+            back = ex.collect_background()
+            assert ex.collect_background() == []
+        finally:
+            ex.close()
+        assert [r.name for r in first] == ["p0"] and [r.name for r in second] == ["p0"]
+        assert [t.key for t, _ in back] == [("bg", 0), ("bg", 1)]
+        assert all(r.stopped == "completed" and r.steps_run == 200 for _, r in back)
+        results[ex.name] = ([r.final_loss for _, r in back], ex.rounds)
+    assert results["ray"][0] == pytest.approx(results["local"][0], rel=1e-5)
+    local_rounds, ray_rounds = results["local"][1], results["ray"][1]
+    assert [r["probes"] for r in local_rounds] == [3, 1]
+    waited = [r for r in ray_rounds if "background" in r["round"]]
+    assert [r["probes"] for r in ray_rounds] == [1, 1, 2] and len(waited) == 1
+    assert waited[0]["wall_s"] < waited[0]["probe_s"]
