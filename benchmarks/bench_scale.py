@@ -34,9 +34,15 @@ once); case 4 uses a persistent cluster, as a user who outgrew one machine runs 
    it uses every core locally, and fanning out cannot pay on 2 cores) with its lr probes lengthened to
    --long-steps (2400:
    Options.steps, probe-lr's --steps), so that one lr probe takes >= 10 s on one thread of a 2-core
-   machine; the baseline, batch, capacity and tiny-batch probes keep their own lengths (2-6 s). Its
-   rounds: 9 probes (baseline, 3 batch sizes, 5 lr), then 2 (capacity, tiny batch), and a bisection or
-   a fix verification when the findings call for them. For each --long-workers count W a cluster is started
+   machine; the baseline, batch, capacity and tiny-batch probes keep their own lengths (1-3 s). Two
+   specs (--long-specs): `healthy` (standardized inputs: one diagnosis) and `unscaled` (D104: the
+   treatment loop standardizes the inputs and diagnoses again). A diagnosis's rounds: the lr decades
+   (their baseline, batch and regularisation probes go out with them in the background), the bisection,
+   the recommended lr with the capacity and tiny-batch probes, the fix verifications; the background
+   probes' round comes last and counts only the time still waited for them. Of the decades, 0.01, 0.001
+   and 1e-4 train to the end and 0.1 diverges at once: on 2 workers two waves of long probes, then the
+   lone recommendation, against four long probes locally (about 4/3 at best for the search itself).
+   For each --long-workers count W a cluster is started
    the way a user runs one, `ray start --head --block --num-cpus W` with token authentication
    (RAY_AUTH_MODE=token and a fresh RAY_AUTH_TOKEN), on 127.0.0.1 and its own ports and temp dir; the
    command joins it with --ray-address, as a second command would, and the cluster is stopped after
