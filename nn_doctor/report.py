@@ -91,6 +91,31 @@ class StepResult:
         return d
 
 
+MATERIAL_GAIN = 0.03   # a validation-metric difference that counts (treatment.METRIC_GAIN: one validation row of
+                       # wine's 36 moves balanced accuracy by ~0.028, so less is noise)
+
+
+def _metric_after(f: Finding) -> float | None:
+    v = f.verified or {}
+    return v.get("metric_after") if f.fix_status == "confirmed" else None
+
+
+def best_in_step(candidates: list[Finding]) -> Finding:
+    """The finding to fix first among candidates: the earliest step; within it, errors before warnings and
+    confirmed fixes before untested ones; but when another confirmed fix of that step reached a validation
+    metric higher by MATERIAL_GAIN in its probe, that one (rules propose, probes decide: the probe that shows
+    the training repaired outranks a severity the rule assigned; a heavily decayed model's lr may "diverge"
+    at every lr while removing the decay repairs it)."""
+    first = min(candidates, key=lambda f: (int(f.step), -f.severity.rank, f.fix_status != "confirmed", f.code))
+    top = _metric_after(first)
+    rivals = [f for f in candidates if int(f.step) == int(first.step) and f is not first
+              and _metric_after(f) is not None]
+    if top is None or not rivals:
+        return first
+    best = max(rivals, key=lambda f: (_metric_after(f), f.severity.rank))
+    return best if _metric_after(best) >= top + MATERIAL_GAIN else first
+
+
 @dataclass
 class Report:
     command: str
@@ -180,7 +205,7 @@ class Report:
         )
         for tier in tiers:
             if tier:
-                return min(tier, key=lambda f: (int(f.step), -f.severity.rank, f.fix_status != "confirmed", f.code))
+                return best_in_step(tier)
         return None
 
     def exit_code(self, fail_on: str) -> int:

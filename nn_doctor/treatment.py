@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .catalogue import Severity
 from .errors import UsageError
-from .report import Finding, Report
+from .report import Finding, Report, best_in_step
 from .plan import judged_steps
 from .session import Session
 
@@ -195,7 +195,7 @@ def pick(report: Report, applied_keys: set[str]) -> Finding | None:
     causes = [f for f in confirmed if not f.explained_by] or confirmed
     if not causes:
         return None
-    return min(causes, key=lambda f: (int(f.step), -f.severity.rank, f.code))
+    return best_in_step(causes)
 
 
 def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
