@@ -451,3 +451,27 @@ def test_heavy_dropout_whose_fit_is_only_somewhat_lower_is_tested_by_a_probe(tmp
     h303 = next(f for f in report["findings"] if f["code"] == "H303")
     assert h303["severity"] == "warning" and h303["fix_status"] == "confirmed"
     assert report["first_fix"] == "H303"
+
+
+def test_within_a_step_the_fix_whose_probe_repairs_more_comes_first():
+    """The rules' severity orders a step's confirmed fixes until a probe shows another fix of that step reaching a
+    validation metric higher by report.MATERIAL_GAIN: an lr that 'diverges' at every lr (an error) under heavy weight
+    decay, whose removal (a warning) repairs the training, puts the decay first; within the margin the error stays
+    first; an earlier step always comes first."""
+    from nn_doctor.report import MATERIAL_GAIN, Report
+
+    def confirmed(code, after, severity):
+        f = _finding(code, improved=True, metric_up=True, severity=severity)
+        f.verified["metric_after"] = after
+        return f
+
+    for lr_after, decay_after, expected in ((0.55, 0.97, "H303"), (0.95, 0.95 + MATERIAL_GAIN / 2, "H300"),
+                                            (0.97, 0.55, "H300")):
+        r = Report("full-report")
+        r.add(confirmed("H300", lr_after, "error")), r.add(confirmed("H303", decay_after, "warning"))
+        r.finalize()
+        assert r.first_fix == expected, (lr_after, decay_after)
+    r = Report("full-report")
+    r.add(confirmed("D104", 0.60, "error")), r.add(confirmed("H303", 0.99, "warning"))
+    r.finalize()
+    assert r.first_fix == "D104"
