@@ -179,6 +179,32 @@ def judge(before, after, patch: dict[str, Any], n_eval: int | None = None) -> di
     return out
 
 
+def _value_at(spec, dotted: str) -> Any:
+    obj = spec
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _direction(old: Any, new: Any) -> int | None:
+    """+1 / -1 when a fix moves a number up / down; None for anything else."""
+    if not (_number(old) and _number(new)) or old == new:
+        return None
+    return 1 if new > old else -1
+
+
+def _continues(patch: dict[str, Any], applied_keys: set[str], spec, directions: dict[str, int]) -> bool:
+    """Whether a patch leaves alone every key an earlier fix set, or moves it further the same way."""
+    for key in set(patch) & applied_keys:
+        if spec is None or key not in directions or _direction(_value_at(spec, key), patch[key]) != directions[key]:
+            return False
+    return True
+
+
 def _state(rec) -> str:
     if rec.error:
         return "crashed"
@@ -187,11 +213,13 @@ def _state(rec) -> str:
 
 # ---- 2. the treatment loop -------------------------------------------------------------------------------
 
-def pick(report: Report, applied_keys: set[str]) -> Finding | None:
+def pick(report: Report, applied_keys: set[str], spec=None, directions: dict[str, int] | None = None
+         ) -> Finding | None:
     """The fix to apply next: a confirmed cause (not a symptom of another finding), earliest step first,
-    errors before warnings; never one that would change a key an earlier fix already set."""
+    errors before warnings; never one that would change a key an earlier fix already set, except to move a
+    number further the way that fix moved it (batch 512 -> 114 -> 28, lr 0.1 -> 0.01 -> 0.001): never back."""
     confirmed = [f for f in report.findings if f.fix_status == "confirmed" and f.patch and not f.probe_only
-                 and not (set(f.patch) & applied_keys)]
+                 and _continues(f.patch, applied_keys, spec, directions or {})]
     causes = [f for f in confirmed if not f.explained_by] or confirmed
     if not causes:
         return None
@@ -210,6 +238,7 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
     written = {k: v for f in s.report.findings if f.untestable and f.patch for k, v in f.patch.items()}
     path: list[dict[str, Any]] = []
     current, applied = s, set(written)
+    directions: dict[str, int] = {}     # the way each applied fix moved a number (pick: never back)
     spec = s.spec
     stop = "no fix left that a probe confirmed"
     while True:
@@ -219,7 +248,7 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
         if len(path) >= MAX_FIXES:
             stop = f"{MAX_FIXES} fixes applied (the most the loop applies)"
             break
-        chosen = pick(current.report, applied)
+        chosen = pick(current.report, applied, current.spec, directions)
         if chosen is None:
             if any(f.probe_only and f.fix_status == "confirmed" for f in current.report.findings):
                 stop = "the confirmed fix is a change to the model's own code, which no spec key makes"
@@ -234,6 +263,12 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
         step = _path_step(chosen)
         path.append(step)
         applied |= set(chosen.patch)
+        for key, value in chosen.patch.items():
+            way = _direction(_value_at(current.spec, key), value)
+            if way is not None:
+                directions.setdefault(key, way)
+            else:
+                directions.pop(key, None)    # not a number moved: never changed again
         if left is not None and left < ROUND_TIME_FACTOR * last:
             step.update(rediagnosed=False, round_s=0.0)
             stop = (f"the budget would run out before the spec with {chosen.code}'s fix is diagnosed again "
