@@ -475,3 +475,22 @@ def test_within_a_step_the_fix_whose_probe_repairs_more_comes_first():
     r.add(confirmed("D104", 0.60, "error")), r.add(confirmed("H303", 0.99, "warning"))
     r.finalize()
     assert r.first_fix == "D104"
+
+
+def test_a_later_fix_moves_an_applied_number_only_further_the_same_way():
+    """The treatment never reverses a fix: a key an earlier fix set may change again only as a number moved
+    further the way that fix moved it (a full batch 512 -> 114 -> 28; an lr 0.1 -> 0.01 -> 0.001)."""
+    from types import SimpleNamespace
+
+    from nn_doctor.treatment import _continues, _direction
+    spec = SimpleNamespace(training=SimpleNamespace(batch_size=114, epochs=20), optimizer=SimpleNamespace(lr=0.01))
+    moved = {"training.batch_size": _direction(512, 114), "optimizer.lr": _direction(0.1, 0.01)}
+    applied = set(moved)
+    assert moved == {"training.batch_size": -1, "optimizer.lr": -1}
+    assert _continues({"training.batch_size": 28}, applied, spec, moved)
+    assert not _continues({"training.batch_size": 256}, applied, spec, moved)     # back up: a reversal
+    assert _continues({"optimizer.lr": 0.001}, applied, spec, moved)
+    assert not _continues({"optimizer.lr": 0.03}, applied, spec, moved)
+    assert _continues({"training.epochs": 40}, applied, spec, moved)              # a key no fix set
+    assert not _continues({"training.batch_size": 28}, applied, spec, {})         # set, but not as a number
+    assert _direction("sgd", "adam") is None and _direction(True, False) is None
