@@ -91,8 +91,8 @@ class StepResult:
         return d
 
 
-MATERIAL_GAIN = 0.03   # a validation-metric difference that counts (treatment.METRIC_GAIN: one validation row of
-                       # wine's 36 moves balanced accuracy by ~0.028, so less is noise)
+MATERIAL_GAIN = 0.03   # a validation-metric difference that counts (also treatment.METRIC_GAIN): one validation
+                       # row of wine's 36 moves balanced accuracy by ~0.028, so less is noise
 
 
 def _metric_after(f: Finding) -> float | None:

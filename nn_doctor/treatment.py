@@ -21,12 +21,12 @@ from typing import Any, Callable
 
 from .catalogue import Severity
 from .errors import UsageError
-from .report import Finding, Report, best_in_step
+from .report import MATERIAL_GAIN, Finding, Report, best_in_step
 from .plan import judged_steps
 from .session import Session
 
-METRIC_GAIN = 0.03        # a fix helps when the validation metric (balanced accuracy, R²) rises by >= 0.03: one
-                          # validation row of wine's 36 moves balanced accuracy by ~0.028, so less is noise
+METRIC_GAIN = MATERIAL_GAIN  # a fix helps when the validation metric (balanced accuracy, R²) rises by >= 0.03
+                             # (report.MATERIAL_GAIN: one validation row of wine's 36 moves it by ~0.028)
 METRIC_SLACK = 0.01       # ... or when the loss falls by LOSS_GAIN while the metric stays within 0.01, or within
                           # one binomial standard error sqrt(p(1-p)/n) of the validation accuracy when that is
                           # larger (breast cancer's 113 validation rows at 0.9: 0.028; one row moves it 0.009-0.02)
@@ -200,7 +200,7 @@ def _direction(old: Any, new: Any) -> int | None:
 def _continues(patch: dict[str, Any], applied_keys: set[str], spec, directions: dict[str, int]) -> bool:
     """Whether a patch leaves alone every key an earlier fix set, or moves it further the same way."""
     for key in set(patch) & applied_keys:
-        if spec is None or key not in directions or _direction(_value_at(spec, key), patch[key]) != directions[key]:
+        if key not in directions or _direction(_value_at(spec, key), patch[key]) != directions[key]:
             return False
     return True
 
@@ -213,13 +213,12 @@ def _state(rec) -> str:
 
 # ---- 2. the treatment loop -------------------------------------------------------------------------------
 
-def pick(report: Report, applied_keys: set[str], spec=None, directions: dict[str, int] | None = None
-         ) -> Finding | None:
+def pick(report: Report, applied_keys: set[str], spec, directions: dict[str, int]) -> Finding | None:
     """The fix to apply next: a confirmed cause (not a symptom of another finding), earliest step first,
     errors before warnings; never one that would change a key an earlier fix already set, except to move a
     number further the way that fix moved it (batch 512 -> 114 -> 28, lr 0.1 -> 0.01 -> 0.001): never back."""
     confirmed = [f for f in report.findings if f.fix_status == "confirmed" and f.patch and not f.probe_only
-                 and _continues(f.patch, applied_keys, spec, directions or {})]
+                 and _continues(f.patch, applied_keys, spec, directions)]
     causes = [f for f in confirmed if not f.explained_by] or confirmed
     if not causes:
         return None
