@@ -65,8 +65,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.zoo.fresh import FRESH_DEV, FRESH_HOLDOUT  # noqa: E402
 from benchmarks.zoo.holdout import HOLDOUT  # noqa: E402
 from benchmarks.zoo.scenarios import QUICK, SCENARIOS, Scenario, apply_fix  # noqa: E402
+
+DEV_PART = list(SCENARIOS) + FRESH_DEV              # scenarios.py, plus the dev half of the fresh batch
+HOLDOUT_PART = list(HOLDOUT) + FRESH_HOLDOUT        # holdout.py, plus the holdout half of the fresh batch
 
 # ---- the goals (issue 5) -----------------------------------------------------------------------------
 FIRST_FIX_ACCURACY_MIN = 0.95   # the report names the right thing to fix first in >= 95% of runs
@@ -564,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
-    chosen = {"dev": list(SCENARIOS), "holdout": list(HOLDOUT), "all": list(SCENARIOS) + list(HOLDOUT)}[args.part]
+    chosen = {"dev": DEV_PART, "holdout": HOLDOUT_PART, "all": DEV_PART + HOLDOUT_PART}[args.part]
     if args.modern:
         from benchmarks.zoo.modern import MODERN
         chosen = list(MODERN)
