@@ -70,6 +70,13 @@ RECENT_OVERFIT_DROP = 0.05  # "train keeps falling while val is flat" needs the 
                            # the training curve's start (a converged run's last 0.03 -> 0.01 is not "keeps falling")
 HIGH_LOSS_FRACTION = 0.5   # a curve still above 50% of its starting level is "high" (a flat curve there is a
                            # plateau, not convergence; H305 underfitting uses the same cut)
+def level(ref: float, factor: float) -> float:
+    """`factor` x `ref` on the loss's own scale: ref + (factor - 1) |ref|. It equals factor x ref for a loss that is
+    positive; a loss that can be negative (nll on probabilities or raw logits) would flip a plain product: 4 x
+    -0.47 = -1.9 lies below the start, so every step of a falling curve read as "rose above 4x its start"."""
+    return ref + (factor - 1.0) * abs(ref)
+
+
 PRIOR_MARGIN = 0.95        # prior-collapse: a run that does not end >= 5% below the loss of the best constant
                            # prediction (class prior / target mean) learned nothing from the inputs (the same
                            # margin as lr_search.REFERENCE_MARGIN, whose too-slow status it mirrors)

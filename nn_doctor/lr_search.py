@@ -25,7 +25,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from .probe import ProbeRecord
-from . import fmt
+from . import curves, fmt
 
 if TYPE_CHECKING:
     from .session import Session
@@ -90,7 +90,7 @@ def classify(rec: ProbeRecord) -> LrStatus:
         return LrStatus.ERROR
     if rec.stopped in ("non-finite", "diverged") or rec.final_loss is None or rec.initial_loss is None:
         return LrStatus.DIVERGED
-    if rec.final_loss > rec.initial_loss * (1 + RISE_MARGIN):
+    if rec.final_loss > curves.level(rec.initial_loss, 1 + RISE_MARGIN):
         return LrStatus.DIVERGED
     sm = [v for v in rec.smoothed() if v is not None]
     progress = (rec.initial_loss - rec.final_loss) / max(abs(rec.initial_loss), 1e-12)
@@ -109,7 +109,7 @@ def classify(rec: ProbeRecord) -> LrStatus:
         made = ref - min(tail)
         if made >= MIN_PROGRESS * abs(ref) and worst_rise > UNSTABLE_RISE * made and worst_rise > 0.05 * abs(ref):
             return LrStatus.UNSTABLE
-    if rec.reference_loss is not None and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
+    if rec.reference_loss is not None and rec.final_loss > curves.level(rec.reference_loss, REFERENCE_MARGIN):
         # fell from a bad start only as far as a constant prediction would: nothing learned from the inputs
         # (measured: unscaled wine at lr 1e-2..2e-3 falls 54 -> 1.086 = ln 3 as its ReLUs die)
         return LrStatus.TOO_SLOW
@@ -172,7 +172,7 @@ def _why_none_worked(records: dict[float, ProbeRecord], statuses: dict[float, Lr
     for lr, status in statuses.items():
         st, rec = str(status), records[lr]   # the plain string: a str Enum hashes by its name
         if st == "too-slow" and rec.reference_loss is not None and rec.final_loss is not None \
-                and rec.final_loss > REFERENCE_MARGIN * rec.reference_loss:
+                and rec.final_loss > curves.level(rec.reference_loss, REFERENCE_MARGIN):
             st = "constant"
         groups.setdefault(st, []).append(lr)
     parts = []

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import curves
 from .data import ArrayData
 from .scaling import normalize_features, standardize_target
 from .model import apply_init, build_loss, build_model, build_optimizer, build_scheduler, layer_table
@@ -279,6 +280,17 @@ class Instruments:
 
     def weights(self) -> dict[str, list[torch.Tensor]]:
         return {name: [p.detach().clone() for p in ps] for name, ps in self.params.items()}
+
+    def weight_gains(self, weights: dict[str, list[torch.Tensor]] | None) -> dict[str, float]:
+        """std(W) x sqrt(fan_in) of each weight layer's first weight matrix (M205: 1 for LeCun, sqrt(2) for He,
+        1/sqrt(3) for torch's default); read once, at init."""
+        kinds = {name: kind for name, _, kind in self.layers}
+        out = {}
+        for name, ws in (weights or {}).items():
+            w = ws[0] if ws else None
+            if kinds.get(name) in ("linear", "conv", "recurrent") and w is not None and w.dim() >= 2 and w.numel() > 1:
+                out[name] = float(w.float().std()) * math.sqrt(w[0].numel())
+        return out
 
     def update_ratios(self, before: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         out = {}
@@ -807,6 +819,9 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         if record:
             stats = inst.collect(grads, inst.update_ratios(before))
             if step == 0:
+                for name, gain in inst.weight_gains(before).items():
+                    if name in stats:
+                        stats[name]["w_gain"] = gain
                 rec.init_layers = stats
             rec.layers.append({"step": step, "stats": stats})
         if s.eval_every and step > 0 and step % s.eval_every == 0 and Xv is not None:
@@ -853,7 +868,7 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 first = next((v for v in rec.losses if v is not None and math.isfinite(v)), None)
                 smoothed_ref = max(v for v in (rec.initial_loss, first) if v is not None) \
                     if (rec.initial_loss, first) != (None, None) else None
-            if s.stop_on_divergence and smoothed_ref and smooth > DIVERGE_FACTOR * smoothed_ref:
+            if s.stop_on_divergence and smoothed_ref and smooth > curves.level(smoothed_ref, DIVERGE_FACTOR):
                 rec.stopped = "diverged"
                 break
             if s.budget_s is not None and time.perf_counter() - start > s.budget_s:

@@ -490,8 +490,13 @@ def test_d107_binary_labels_outside_0_1(tmp_path):
 
 def test_d107_loss_format(tmp_path):
     df = standardized("wine")
-    f = one(run(load_frame(tmp_path, df), ["D107"], loss_name="bce"), "D107")   # class ids where bce wants 0/1
-    assert "bce wants 0/1" in f.message and "cross_entropy" in f.fix
+    # well-formed class ids 0..2 under bce: the loss does not fit the task (M203), the labels are fine (fresh
+    # zoo fr_deepfd_bce_logits_on_3_classes: D107 came first and told the user to change the labels)
+    assert run(load_frame(tmp_path, df), ["D107"], loss_name="bce") == []
+    df["label"] += 1                    # malformed ids under bce: D107 names both the offset and the loss
+    f = one(run(load_frame(tmp_path, df), ["D107"], loss_name="bce"), "D107")
+    assert "offset by 1" in f.message and "bce wants 0/1" in f.message and "cross_entropy" in f.fix
+    df["label"] -= 1
     onehot = pd.get_dummies(df["label"], prefix="is").astype(int)
     X = df.drop(columns="label")
     ds = Dataset(source="mem", kind="table", X=X, y=onehot, task="multilabel", target=list(onehot.columns))

@@ -391,7 +391,7 @@ def test_M208_a_width_one_mlp_is_too_small():
     assert "too small" in f.message and f.evidence["n_params"] == 20
     assert f.evidence["fraction"] > M.SUBSET_FIT_FRACTION
     assert f.patch["model.layers"][0]["out"] == 6           # max(2 x 1, 2 x 3 outputs)
-    assert f.fix == "widen the hidden linear layers: out [1] -> [6]"
+    assert f.fix == "widen the hidden layers: out [1] -> [6]"
 
 
 def test_M208_far_more_parameters_than_rows_is_too_big():
@@ -627,3 +627,45 @@ def test_G407_never_comes_before_the_earlier_step_that_explains_it():
     found = _triaged(ctx, ["H303", "G407"])
     assert found["G407"].explained_by == ["H303"]
     assert Report("full-report", findings=list(found.values())).finalize().first_fix == "H303"
+
+# ---- M205 on nets too shallow for the depth trend ---------------------------------------------------------
+
+@pytest.mark.parametrize("init, act, fires", [
+    ({"normal": 3.0}, "tanh", True),      # fresh zoo (DeepDiagnosis): N(0, 3) weights saturate every tanh unit
+    ({"normal": 1.0}, "relu", True),      # torch.randn-style weights: gain 8 in the 64 -> 64 layer
+    ("default", "tanh", False), ("xavier", "tanh", False), ("lecun", "tanh", False), ("orthogonal", "tanh", False),
+    ("he", "relu", False), ("default", "relu", False),
+])
+def test_M205_a_shallow_net_whose_weights_are_drawn_far_too_wide(init, act, fires):
+    ctx = context(make_spec(mlp(64, act=act, depth=2), init=init), probes=("init",))
+    assert len(M.activation_std_profile(ctx.init)) < M.STD_MIN_WEIGHT_LAYERS     # no depth trend to read
+    gains = {n: s["w_gain"] for n, s in ctx.init.init_layers.items() if "w_gain" in s}
+    assert len(gains) == 3
+    found = run("M205", ctx)
+    assert bool(found) == fires, (init, act, gains)
+    if fires:
+        f = found[0]
+        assert "too wide" in f.message and f.patch == {"model.init": "xavier" if act == "tanh" else "he"}
+        assert max(f.evidence["weight_gain"].values()) > M.INIT_GAIN_FACTOR * M.INIT_GAIN_REF
+        fixed = patched(ctx, f.patch, probes=("init",))
+        assert run("M205", fixed) == []
+    else:
+        assert max(gains.values()) < M.INIT_GAIN_FACTOR * M.INIT_GAIN_REF / 2   # healthy schemes: far below the bar
+
+
+def test_M205_shallow_rule_leaves_normalised_nets_alone():
+    layers = [{"type": "linear", "out": 64}, {"type": "batchnorm1d"}, {"type": "tanh"}, {"type": "linear", "out": 3}]
+    ctx = context(make_spec(layers, init={"normal": 3.0}), probes=("init",))
+    assert run("M205", ctx) == []       # batch norm rescales the pre-activations whatever the weights' scale
+
+
+# ---- M208's widening patch reaches recurrent and conv layers ---------------------------------------------
+
+def test_M208_widening_covers_recurrent_and_conv_hidden_layers():
+    lstm = [{"type": "lstm", "out": 2}, {"type": "linear", "out": 10}]
+    assert M.widened(lstm, 10) == [{"type": "lstm", "out": 20}, {"type": "linear", "out": 10}]
+    assert M.widths(lstm) == [2]
+    cnn = [{"type": "conv2d", "out": 4, "kernel_size": 3}, {"type": "relu"}, {"type": "flatten"},
+           {"type": "linear", "out": 16}, {"type": "relu"}, {"type": "linear", "out": 10}]
+    assert M.widths(M.widened(cnn, 10)) == [20, 32]
+    assert M.widened([{"type": "linear", "out": 3}], 3)[0] == {"type": "linear", "out": M.HIDDEN_WIDTH}

@@ -173,6 +173,22 @@ def test_heavy_dropout_is_not_read_as_a_divergence():
         assert rec.stopped == "completed" and rec.steps_run == 150, (seed, rec.stopped, rec.steps_run)
 
 
+def test_a_loss_below_zero_is_judged_on_its_own_scale():
+    """nll on softmax probabilities runs in [-1, 0]: a plain product (4 x -0.47 = -1.9) put "4x its start" below
+    the start, so every lr, 1e-6 included, read as diverged at step 10 and the report raised a false H300
+    (holdout ho_d4ml_softmax_then_nll). The curve falls towards -1: it trains, and a real blow-up still stops."""
+    from nn_doctor.curves import level
+    assert level(2.0, 4.0) == 8.0 and level(-0.5, 4.0) == 1.0 and level(-1.0, 0.95) == pytest.approx(-1.05)
+    layers = [{"type": "linear", "out": 32}, {"type": "relu"}, {"type": "linear", "out": 3}, {"type": "softmax"}]
+    rec = run_probe(wine_spec(layers, opt="adam", lr=0.003, loss="nll"), device_data("wine"),
+                    ProbeSettings(steps=150, seed=0))
+    assert rec.initial_loss < 0 and rec.stopped == "completed" and rec.final_loss < rec.initial_loss
+    assert L.classify(rec) == "converging"
+    tiny = run_probe(wine_spec(layers, opt="adam", lr=1e-6, loss="nll"), device_data("wine"),
+                     ProbeSettings(steps=150, seed=0))
+    assert tiny.stopped == "completed" and L.classify(tiny) == "too-slow"
+
+
 def test_ema_is_bias_corrected_and_stops_at_nonfinite():
     assert ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])    # a constant stays constant from step 0
     assert ema([1.0, float("nan"), 1.0]) == [1.0, None, None]

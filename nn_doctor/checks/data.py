@@ -484,7 +484,9 @@ def check_bad_label_format(ctx: DataContext) -> Finding | None:
                         kind = f"with gaps ({C} classes up to {ints.max()})"
                     issues.append(f"labels {_short(ints.tolist())} are not 0..{C - 1} ({kind})")
                     fixes.append(_format_mapping(ints.tolist()))
-                if loss in BINARY_LOSSES and C > 2:
+                # labels already 0..C-1 are well-formed class ids: a binary loss on them is the loss's fault
+                # (M203 loss-task-mismatch), not the labels' (a 3-class table trained with bce_with_logits)
+                if loss in BINARY_LOSSES and C > 2 and not np.array_equal(ints, np.arange(C)):
                     issues.append(f"{loss} wants 0/1 targets but the labels are {C} class indices")
                     fixes.append("use loss cross_entropy for several classes, or one-hot targets for multilabel")
                 # labels already 0..C-1 but more of them than outputs: the output layer is wrong (M201), not

@@ -112,7 +112,7 @@ def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
     verdict = curves.classify_curves(list(enumerate(b.losses)), b.val_losses or None)
     ref = b.reference_loss
     if verdict.pattern == "learning" and ref is not None and b.final_loss is not None \
-            and b.final_loss > curves.PRIOR_MARGIN * ref:
+            and b.final_loss > curves.level(ref, curves.PRIOR_MARGIN):
         evidence = {**verdict.evidence, "learning_by_trend": verdict.reason, "final_loss": b.final_loss,
                     "reference_loss": ref, "metrics": dict(b.metrics),
                     "thresholds": {**verdict.evidence.get("thresholds", {}), "prior_margin": curves.PRIOR_MARGIN}}

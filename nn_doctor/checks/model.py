@@ -32,6 +32,12 @@ STD_RATIO_LOW = 0.1        # M205: last/first weight-layer output std < 1/10 at 
                            # (measured: 8-layer ReLU MLP with xavier 0.026 -- the spec's example; with he 0.40,
                            # torch default 0.15; 2-layer ReLU MLP default 0.33; digits conv net default 0.15)
 STD_RATIO_HIGH = 10.0      # M205: last/first > 10 = the signal blows up ({normal: 3.0} 8-layer ReLU: 1.7e8)
+INIT_GAIN_REF = math.sqrt(2)   # M205: He's gain std(W) sqrt(fan_in), the largest of the standard schemes (LeCun 1,
+                               # Xavier <= sqrt(2) for equal fans, torch's default 1/sqrt(3)): it keeps a ReLU
+                               # layer's output variance equal to its input's
+INIT_GAIN_FACTOR = 4.0  # M205: a hidden weight layer whose gain is > 4x He's multiplies the signal's std by > 4 (two
+                        # such layers: > 16x); tanh/sigmoid units fed pre-activations of std >= 4 sit mostly beyond
+                        # |x| = 2, saturated. Applies where the depth trend below cannot (fewer weight layers)
 INIT_NAN_STEPS = 10        # M205 is an error when a blown-up init makes training non-finite within 10 steps
 STD_MIN_WEIGHT_LAYERS = 4  # M205: need >= 4 weight layers (3 layer-to-layer steps) for a trend: with 3, one of
                            # the two steps is into the output layer, whose scale the task sets (fault zoo: a
@@ -536,7 +542,7 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
     prof = activation_std_profile(rec)
     ratio = std_ratio(rec)
     if ratio is None or len(prof) < STD_MIN_WEIGHT_LAYERS:
-        return None
+        return _oversized_weights(ctx, rec)
     if STD_RATIO_LOW <= ratio <= STD_RATIO_HIGH:
         return None
     shrinks = ratio < STD_RATIO_LOW
@@ -559,6 +565,30 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
                            f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}"
                            + (f"; training goes non-finite at step {nan['step']}" if severity else ""),
                    fix, ev, patch=None if same else {"model.init": good}, severity=severity)
+
+
+def _oversized_weights(ctx: ProbeContext, rec) -> Finding | None:
+    """M205 for a net too shallow for the depth trend: a hidden weight layer drawn far wider than any standard
+    scheme draws it ({normal: 3.0} into tanh; torch.randn weights in a user's module). A norm layer rescales
+    the signal, so a model with one is left to the trend rule."""
+    if any(kind == "norm" for kind in rec.layer_kinds.values()) or (ctx.model_summary or {}).get("has_norm"):
+        return None
+    names = [n for n in weight_layers(rec) if n in rec.init_layers]
+    hidden = [(n, rec.init_layers[n].get("w_gain")) for n in names[:-1]]
+    big = [(n, g) for n, g in hidden if g is not None and g > INIT_GAIN_FACTOR * INIT_GAIN_REF]
+    if not big:
+        return None
+    good = recommended_init(ctx)
+    same = ctx.spec is not None and ctx.spec.model.init.scheme == good
+    worst = max(big, key=lambda t: t[1])
+    ev = {"init": str(ctx.spec.model.init) if ctx.spec else None, "weight_gain": dict(hidden),
+          "thresholds": {"gain_ref": INIT_GAIN_REF, "gain_factor": INIT_GAIN_FACTOR}}
+    fix = f"set model.init: {good}" if not same else "scale the initial weights down (std about sqrt(2 / fan_in))"
+    return Finding("M205", f"at init the weights of {len(big)} hidden layer{'s' if len(big) > 1 else ''} are drawn "
+                           f"too wide: {worst[0]} has std(W) x sqrt(fan_in) = {worst[1]:.3g}, "
+                           f"{worst[1] / INIT_GAIN_REF:.2g}x He's sqrt(2) (> {INIT_GAIN_FACTOR:g}x), so each such layer "
+                           f"multiplies the signal's std by about that much",
+                   fix, ev, patch=None if same or ctx.spec is None else {"model.init": good})
 
 
 # ---- M206 ------------------------------------------------------------------------------------
@@ -661,26 +691,39 @@ def check_abnormal_initial_loss(ctx: ProbeContext) -> Finding | None:
 
 # ---- M208 ------------------------------------------------------------------------------------
 
+WIDENABLE = ("linear", "conv1d", "conv2d", "lstm", "gru")   # layers whose `out` sets a hidden width
+
+
 def widened(layers: list[dict], n_out: int) -> list[dict] | None:
-    """Every hidden linear's out doubled (at least 2x the outputs, so no layer is a bottleneck); a model with no
-    hidden linear layer (a linear model) gets one: HIDDEN_WIDTH ReLU units before its output layer."""
+    """Every hidden weighted layer's out doubled (linear, conv and recurrent layers before the output layer; at
+    least 2x the outputs, so no layer is a bottleneck); a model with no hidden linear layer (a linear model)
+    gets one: HIDDEN_WIDTH ReLU units before its output layer."""
     idx = [i for i, l in enumerate(layers) if canon(l["type"]) == "linear"]
     if len(idx) == 1 and not any(canon(l["type"]) in ("conv1d", "conv2d", "lstm", "gru", "transformer_encoder")
                                  for l in layers):
         i = idx[0]
         return [dict(l) for l in layers[:i]] + [{"type": "linear", "out": max(HIDDEN_WIDTH, 2 * n_out)},
                                                 {"type": "relu"}] + [dict(l) for l in layers[i:]]
-    if len(idx) < 2:
+    hidden = _hidden_weighted(layers)
+    if not hidden:
         return None
     new = [dict(l) for l in layers]
-    for i in idx[:-1]:
+    for i in hidden:
         new[i]["out"] = max(2 * int(new[i].get("out") or 1), 2 * n_out)
     return new
 
 
+def _hidden_weighted(layers: list[dict]) -> list[int]:
+    """Indices of the top-level layers with a hidden width: every WIDENABLE layer before the last linear."""
+    lin = [i for i, l in enumerate(layers) if canon(l["type"]) == "linear"]
+    if not lin:
+        return []
+    return [i for i, l in enumerate(layers[:lin[-1]]) if canon(l["type"]) in WIDENABLE and l.get("out")]
+
+
 def widths(layers: list[dict]) -> list[int]:
-    """The `out` of every hidden linear layer (the output layer excluded)."""
-    return [int(l.get("out") or 0) for l in layers if canon(l["type"]) == "linear"][:-1]
+    """The `out` of every hidden weighted layer (linear, conv, recurrent; the output layer excluded)."""
+    return [int(layers[i].get("out") or 0) for i in _hidden_weighted(layers)]
 
 
 def _with_activations(layers: list[dict]) -> list[dict]:
@@ -758,7 +801,7 @@ def check_capacity_mismatch(ctx: ProbeContext) -> list[Finding] | None:
                 "M208", f"too small: {n_params:,} parameters cannot fit {rows} training rows (loss "
                         f"{_g(rec.initial_loss)} -> {_g(rec.final_loss)}, {fmt.share(rec.final_loss, rec.initial_loss)} of the start after "
                         f"{rec.steps_run} steps at lr {lr:g}; a fit ends below {SUBSET_FIT_FRACTION:.0%})",
-                (f"widen the hidden linear layers: out {widths(layers)} -> {widths(new)}" if new and widths(layers)
+                (f"widen the hidden layers: out {widths(layers)} -> {widths(new)}" if new and widths(layers)
                  else f"add a hidden layer: {widths(new)[0]} ReLU units before the output layer" if new else
                  "widen the hidden layers or add a layer"), ev,
                 patch={"model.layers": new} if new else None))
