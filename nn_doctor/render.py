@@ -90,6 +90,15 @@ def fix_status_label(f: Finding) -> tuple[str, str] | None:
     return None
 
 
+def confirmed_after_text(c: dict[str, Any]) -> str:
+    """'H300's fix (treatment path): balanced accuracy 0.46 → 0.97'."""
+    before = ", ".join(c.get("after") or [])
+    name = METRIC_NAMES.get(c.get("metric") or "", c.get("metric") or "metric")
+    nums = (f": {name} {_side(c.get('before'), c.get('before_state'))} → {_side(c.get('value'))}"
+            if _finite(c.get("value")) else "")
+    return f"{before}'s fix{'es' if len(c.get('after') or []) > 1 else ''} (treatment path){nums}"
+
+
 def _fix_status_text(f: Finding) -> str:
     if f.verified:
         return _verified_text(f.verified)
@@ -254,6 +263,8 @@ def _finding_lines(f: Finding, verbose: bool) -> list[Line]:
     label = fix_status_label(f)
     if label:
         out.append([(f"      {label[0]}: ", label[1]), (_fix_status_text(f), "")])
+    if f.confirmed_after:
+        out.append([("      confirmed after ", "green"), (confirmed_after_text(f.confirmed_after), "")])
     if f.explained_by:
         out.append([("      symptom of: ", "dim"), (", ".join(f.explained_by) + " (fix that first)", "dim")])
     if verbose and f.evidence:
@@ -495,6 +506,8 @@ def render_markdown(report: Report) -> str:
             label = fix_status_label(f)
             if label:
                 out += [f"**{label[0].capitalize()}:** {_fix_status_text(f)}", ""]
+            if f.confirmed_after:
+                out += [f"**Confirmed after** {confirmed_after_text(f.confirmed_after)}", ""]
             if f.explained_by:
                 out += [f"*Symptom of {', '.join(f.explained_by)}: fix that first.*", ""]
             if f.evidence:
@@ -560,6 +573,8 @@ def _finding_body(f: Finding) -> str:
     label = fix_status_label(f)
     if label:
         parts.append(f"{label[0]}: {_fix_status_text(f)}")
+    if f.confirmed_after:
+        parts.append(f"confirmed after {confirmed_after_text(f.confirmed_after)}")
     if f.explained_by:
         parts.append(f"symptom of: {', '.join(f.explained_by)}")
     if f.evidence:

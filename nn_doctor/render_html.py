@@ -25,8 +25,8 @@ from typing import Any
 
 from . import __version__
 from .report import Report, clean_json
-from .render import (CHART_CLIP, METRIC_NAMES, _finite, _init_rows, _lr_marks, _lr_tried, _rows, _summary, _verified_text,
-                     fmt_lr, fmt_num, severity_glyph, status_glyph)
+from .render import (CHART_CLIP, METRIC_NAMES, confirmed_after_text, fix_status_label, _finite, _init_rows,
+                     _lr_marks, _lr_tried, _rows, _summary, _verified_text, fmt_lr, fmt_num, severity_glyph, status_glyph)
 
 FIG_WIDTH_IN = 7.5        # plot width in inches (at 96 px/in about 720 px: the page's content width)
 FIG_HEIGHT_IN = 3.4
@@ -474,10 +474,14 @@ def _finding_html(f, anchor: str) -> str:
              f"<div>{_e(f.message)}</div>"]
     if f.fix and f.fix.strip() != "-":
         parts.append(f'<div class="fix"><span class="label">fix</span> {_e(f.fix)}</div>')
-    if f.verified:
-        ok = f.verified.get("improved")
-        parts.append(f'<div class="verified{"" if ok or ok is None else " no"}"><span class="label">verified</span> '
+    label = fix_status_label(f)
+    if f.verified and label:   # "verified" only for a fix a probe confirmed (render.fix_status_label)
+        ok = f.fix_status == "confirmed"
+        parts.append(f'<div class="verified{"" if ok else " no"}"><span class="label">{_e(label[0])}</span> '
                      f"{_e(_verified_text(f.verified))}</div>")
+    if f.confirmed_after:
+        parts.append(f'<div class="verified"><span class="label">confirmed after</span> '
+                     f"{_e(confirmed_after_text(f.confirmed_after))}</div>")
     if f.evidence:
         text = json.dumps(clean_json(f.evidence), indent=2, ensure_ascii=False)
         if len(text) > EVIDENCE_JSON_CHARS:

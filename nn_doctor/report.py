@@ -31,6 +31,9 @@ class Finding:
     # why the patch is a stand-in that is probed but never applied or written (the fix is in the user's own code)
     probe_only: str | None = field(default=None, repr=False)
     explained_by: list[str] = field(default_factory=list)   # found causes of this symptom (set by triage)
+    # set by the treatment loop when this fix, refuted by its own probe, was confirmed later on the path once
+    # earlier fixes were applied: {"after": [codes applied before it], "metric": ..., "before": ..., "value": ...}
+    confirmed_after: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CATALOGUE:
@@ -56,6 +59,8 @@ class Finding:
             d["fix_status"] = self.fix_status
         if self.explained_by:
             d["explained_by"] = list(self.explained_by)
+        if self.confirmed_after:
+            d["confirmed_after"] = clean_json(self.confirmed_after)
         return d
 
     @property
@@ -193,12 +198,13 @@ class Report:
 
     def first_fix_finding(self) -> Finding | None:
         """The thing to fix first: causes before symptoms (a finding explained by another found finding is
-        skipped), then the earliest step among fixes a probe confirmed and errors no probe refuted; a warning
-        whose fix was probed and did not help never comes first. Later tiers only when a tier is empty."""
+        skipped), then the earliest step among fixes a probe confirmed (alone, or on the treatment path once
+        the fixes before it were applied) and errors no probe refuted; a warning whose fix was probed and did
+        not help never comes first. Later tiers only when a tier is empty."""
         ranked = [f for f in self.findings if f.severity.rank >= 1]
         causes = [f for f in ranked if not f.explained_by] or ranked   # a cycle of explanations: all stay
         tiers = (
-            [f for f in causes if f.fix_status == "confirmed" or
+            [f for f in causes if f.fix_status == "confirmed" or f.confirmed_after or
              (f.severity == Severity.ERROR and f.fix_status != "not confirmed")],
             [f for f in causes if f.severity == Severity.ERROR],
             [f for f in causes if f.fix_status != "not confirmed"],

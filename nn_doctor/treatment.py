@@ -284,11 +284,28 @@ def treat(s: Session, rediagnose: Callable[[Session], None]) -> None:
             stop = "the repaired spec could not be probed"
             current = child
             break
+    credit_masked_fixes(s.report, path)
     s.report.probes["treatment"] = {"path": path, "written_without_probe": written, "stopped": stop,
                                     "final": _final_state(current, path)}
     s.treated_spec = spec if (path or written) else None
     if s.opts.write_fixed:
         write_fixed(s, s.opts.write_fixed, {**written, **_merged(path)})
+
+
+def credit_masked_fixes(report: Report, path: list[dict[str, Any]]) -> None:
+    """A fix its own probe refuted can be confirmed later on the path, once an earlier fix removed what broke
+    that probe: with an lr that diverges, the probe of a loss fix diverges too (mse on class ids plus lr 0.1:
+    the lr is the first fix a probe confirms, then the loss fix is confirmed on the repaired spec). Such a
+    finding of the diagnosed spec records where it was confirmed, so that first_fix can name the earlier
+    step's cause; its own probe's result still reads "not confirmed"."""
+    for i, p in enumerate(path[1:], start=1):
+        for f in report.findings:
+            if f.code == p["code"] and f.fix_status == "not confirmed" and f.confirmed_after is None:
+                f.confirmed_after = {"after": [q["code"] for q in path[:i]], "metric": p.get("metric"),
+                                     "before": p.get("before"), "value": p.get("after"),
+                                     "before_state": p.get("before_state")}
+    if any(f.confirmed_after for f in report.findings):
+        report.finalize()
 
 
 def _path_step(chosen: Finding) -> dict[str, Any]:

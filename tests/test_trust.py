@@ -197,6 +197,9 @@ def test_a_fix_that_did_not_help_is_never_printed_as_verified():
     for text in (render_text(r), render_markdown(r), render_junit(r)):
         assert "not confirmed" in text.lower()
         assert "verified" not in text.lower()
+    from nn_doctor.render_html import render_html
+    html = render_html(r)      # the page's own styles name a "verified" class; its labels never say it
+    assert '<span class="label">not confirmed</span>' in html and '<span class="label">verified</span>' not in html
     # a warning whose fix did not help is not the first fix
     assert r.first_fix is None
 
@@ -494,3 +497,43 @@ def test_a_later_fix_moves_an_applied_number_only_further_the_same_way():
     assert _continues({"training.epochs": 40}, applied, spec, moved)              # a key no fix set
     assert not _continues({"training.batch_size": 28}, applied, spec, {})         # set, but not as a number
     assert _direction("sgd", "adam") is None and _direction(True, False) is None
+
+
+def test_a_fix_its_probe_refuted_but_the_path_confirmed_after_an_earlier_fix_can_come_first(tmp_path):
+    """mse on wine's class ids with lr 3: the loss fix's own probe diverges at lr 3 (refuted), the lr fix is the
+    first a probe confirms, and on the repaired spec the loss fix is confirmed. The diagnosed spec's first fix is
+    then the earlier step's cause (M203), while its own probe's result still reads "not confirmed"."""
+    config = spec(tmp_path, "mse_lr3", {"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+                                                   {"type": "linear", "out": 1}]},
+                  loss="mse", **{"optimizer.lr": 3.0, "training.epochs": 30})
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["full-report", "--config", config, "--quiet", "--budget", "120",
+                                      "--output", str(out), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    d = json.loads(out.read_text())
+    by_code = {f["code"]: f for f in d["findings"]}
+    path = [p["code"] for p in d["probes"]["treatment"]["path"]]
+    assert path[:2] == ["H300", "M203"], path
+    m203 = by_code["M203"]
+    assert m203["fix_status"] == "not confirmed" and m203["confirmed_after"]["after"] == ["H300"]
+    assert m203["confirmed_after"]["value"] > m203["confirmed_after"]["before"]
+    assert d["first_fix"] == "M203"
+    text = CliRunner().invoke(app, ["full-report", "--config", config, "--quiet", "--budget", "120"]).output
+    block = text[text.index("M203 loss-task-mismatch"):text.index("[✗] 3")]
+    assert "not confirmed:" in block and "confirmed after H300's fix" in block and "verified:" not in block
+    assert "fix first: M203" in text
+
+
+def test_a_refuted_fix_alone_is_not_credited_by_the_path():
+    """Only a later step of the treatment path credits a refuted fix; the first pick is confirmed on its own."""
+    from nn_doctor.report import Report
+    from nn_doctor.treatment import credit_masked_fixes
+    r = Report("full-report")
+    refuted = _finding("M203", improved=False, severity="error")
+    r.add(refuted), r.add(_finding("H300", improved=True, metric_up=True, severity="error"))
+    r.finalize()
+    credit_masked_fixes(r, [{"code": "H300", "metric": "balanced_accuracy", "before": 0.3, "after": 0.6}])
+    assert refuted.confirmed_after is None and r.first_fix == "H300"
+    credit_masked_fixes(r, [{"code": "H300", "metric": "balanced_accuracy", "before": 0.3, "after": 0.6},
+                            {"code": "M203", "metric": "balanced_accuracy", "before": 0.6, "after": 0.97}])
+    assert refuted.confirmed_after["after"] == ["H300"] and r.first_fix == "M203"
