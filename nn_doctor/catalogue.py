@@ -185,7 +185,8 @@ _ENTRIES = [
                 "he init for ReLU-family nets, xavier for tanh/sigmoid",
                 "Identical neurons get identical gradients and never differentiate."),
     FindingSpec("M205", "init-scale-mismatch", W,
-                "activation std shrinks or grows layer by layer at init by a large factor (measured on a batch)",
+                "activation std shrinks or grows layer by layer at init by a large factor (measured on a batch); "
+                "in a net too shallow for that trend, hidden weights drawn > 4x wider than He's std sqrt(2/fan_in)",
                 "an init that matches the activation (he for ReLU, xavier for tanh/sigmoid)",
                 "Signals that vanish or blow up at init give vanishing or exploding gradients."),
     FindingSpec("M206", "saturating-deep-network", W,
