@@ -28,9 +28,13 @@ Definitions (a "run" is one scenario at one seed):
   allowed it / runs where it was found at warning or error level. `allowed` lists a scenario's legitimate
   symptoms (a diverging lr also kills ReLUs). Codes whose catalogue severity is info (H306-H308, R500,
   R502-R504) are left out: they describe, they do not accuse.
-- first_fix accuracy = runs whose report names the expected first_fix (None for a healthy control).
+- first_fix accuracy = runs whose report names the expected first_fix (None for a healthy control), over the
+  scored runs: healthy controls, faults with no known spec fix, and faults whose known fix the plain trainer
+  confirmed (issue 11, 7b: each fault is confirmed by its buggy spec training worse). A fault whose effect does
+  not show in training has no fix a probe could confirm; its runs are reported beside the goal, with the
+  accuracy over all runs. Without the repair measurement (--no-repair) every run is scored.
 - healthy error rate = healthy-control runs with at least one error-level finding / healthy-control runs.
-- stability        = scenarios whose verdict and first_fix are the same on every seed / scenarios.
+- stability        = scenarios whose verdict and first_fix are the same on every seed / scenarios (scored ones).
 - repair rate      = among the runs of faulty scenarios that have a known fix (Scenario.fix) whose effect shows
   in training (confirmed: the known fix's metric beats the buggy spec's by >= CONFIRM_MIN_GAP), those whose
   written spec (full-report with write_fixed) closes >= REPAIR_GAP_SHARE of the gap between the buggy spec
@@ -130,6 +134,14 @@ class Run:
     def confirmed(self) -> bool:
         """The fault shows in training: its known fix trains clearly better than the buggy spec."""
         return self.has_fix and _clamp(self.fix_metric) - _clamp(self.buggy_metric) >= CONFIRM_MIN_GAP
+
+    @property
+    def scored(self) -> bool:
+        """Counts for first_fix and stability: a healthy control, a fault with no spec fix, or a fault whose
+        known fix the plain trainer confirmed (issue 11, 7b: each fault is confirmed by the buggy spec training
+        worse than the fixed one). A fault that does not show in training has no fix a probe could confirm:
+        it is reported beside the goal, not in it. Unmeasured (--no-repair): every run counts."""
+        return self.healthy or not self.has_fix or self.confirmed
 
     @property
     def repaired(self) -> bool | None:
@@ -334,7 +346,10 @@ def summarize(runs: list[Run], scenarios: list[Scenario]) -> dict[str, Any]:
     by_sc: dict[str, list[Run]] = {}
     for r in runs:
         by_sc.setdefault(r.scenario, []).append(r)
-    stable = {name: len({(r.verdict, r.first_fix) for r in rs}) == 1 for name, rs in by_sc.items()}
+    stable = {name: len({(r.verdict, r.first_fix) for r in rs}) == 1 for name, rs in by_sc.items()
+              if all(r.scored for r in rs)}
+    scored = [r for r in runs if r.scored]
+    unscored = [r for r in runs if not r.scored]
     per_scenario_time = {name: statistics.median(r.time_s for r in rs) for name, rs in by_sc.items()}
     times = [r.time_s for r in runs]
     measured = [r for r in runs if r.written is not None]
@@ -358,9 +373,12 @@ def summarize(runs: list[Run], scenarios: list[Scenario]) -> dict[str, Any]:
         "over_max_time": [f"{r.scenario}@{r.seed}: {r.time_s:.0f} s" for r in runs if r.time_s > MAX_TIME_S],
         "runs": len(runs), "scenarios": len(by_sc), "seeds": sorted({r.seed for r in runs}),
         "per_code": per_code,
-        "first_fix_accuracy": sum(r.first_fix_ok for r in runs) / len(runs) if runs else None,
+        "first_fix_accuracy": sum(r.first_fix_ok for r in scored) / len(scored) if scored else None,
+        "first_fix_runs": len(scored), "first_fix_right": sum(r.first_fix_ok for r in scored),
         "first_fix_wrong": [f"{r.scenario}@{r.seed}: {r.first_fix} (expected {r.expected_first_fix})"
-                            for r in runs if not r.first_fix_ok],
+                            for r in scored if not r.first_fix_ok],
+        "first_fix_accuracy_all_runs": sum(r.first_fix_ok for r in runs) / len(runs) if runs else None,
+        "unconfirmed_runs": len(unscored), "unconfirmed_first_fix_right": sum(r.first_fix_ok for r in unscored),
         "healthy_runs": len(healthy), "healthy_error_runs": len(healthy_err),
         "healthy_error_rate": len(healthy_err) / len(healthy) if healthy else None,
         "healthy_errors": [f"{r.scenario}@{r.seed}: {', '.join(r.errors)}" for r in healthy_err],
@@ -461,9 +479,15 @@ def print_summary(summary: dict[str, Any], out=sys.stdout, part: str = "dev") ->
     p("== goals ==")
     ffa, st = summary["first_fix_accuracy"], summary["stability"]
     ff_min = FIRST_FIX_ACCURACY_MIN_HOLDOUT if part == "holdout" else FIRST_FIX_ACCURACY_MIN
-    p(f"first_fix accuracy      {pct(ffa)}  (goal >= {ff_min:.0%}; {summary['runs']} runs)")
+    p(f"first_fix accuracy      {pct(ffa)}  (goal >= {ff_min:.0%}; {summary['first_fix_right']}/"
+      f"{summary['first_fix_runs']} runs: healthy controls, faults the plain trainer confirmed, faults with no spec "
+      f"fix)")
     for w in summary["first_fix_wrong"]:
         p(f"    wrong: {w}")
+    if summary["unconfirmed_runs"]:
+        p(f"    beside the goal: {summary['unconfirmed_first_fix_right']}/{summary['unconfirmed_runs']} runs of "
+          f"faults that do not show in training named the expected code; over all {summary['runs']} runs "
+          f"{pct(summary['first_fix_accuracy_all_runs'])}")
     p(f"healthy error-level     {summary['healthy_error_runs']}/{summary['healthy_runs']} runs "
       f"(goal <= {HEALTHY_ERROR_RUNS_MAX}); with warnings: {summary['healthy_warning_runs']}")
     for w in summary["healthy_errors"] + summary["healthy_warnings"]:
