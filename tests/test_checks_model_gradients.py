@@ -236,6 +236,19 @@ def test_M202_nll_and_bce_want_log_probabilities_and_probabilities():
     assert f.patch["model.layers"][-1]["type"] == "linear"
 
 
+@pytest.mark.parametrize("last, data, loss, n_out", [
+    ("relu", "wine", "cross_entropy", 3), ("tanh", "wine", "cross_entropy", 3),
+    ("relu", "breast_cancer", "bce_with_logits", 1), ("tanh", "breast_cancer", "bce_with_logits", 1),
+])
+def test_M202_a_final_activation_that_clips_the_logits(last, data, loss, n_out):
+    """A ReLU or tanh on the logits (Theia / DeepLocalize: the wrong last-layer activation): found by
+    checking new-user specs by hand; the healthy stack (no final activation) stays silent."""
+    f = one("M202", context(make_spec(mlp(16, n_out=n_out) + [{"type": last}], loss=loss), data=data))
+    assert f.severity.value == "error" and f"ends in {last}, which clips the logits" in f.message
+    assert f.patch["model.layers"][-1]["type"] == "linear"
+    assert run("M202", context(make_spec(mlp(16, n_out=n_out), loss=loss), data=data)) == []
+
+
 def test_M202_relu_output_on_a_standardized_regression_target():
     layers = mlp(32, n_out=1) + [{"type": "relu"}]
     f = one("M202", context(make_spec(layers, loss="mse", normalize_target=True), data="diabetes"))

@@ -537,3 +537,23 @@ def test_a_refuted_fix_alone_is_not_credited_by_the_path():
     credit_masked_fixes(r, [{"code": "H300", "metric": "balanced_accuracy", "before": 0.3, "after": 0.6},
                             {"code": "M203", "metric": "balanced_accuracy", "before": 0.6, "after": 0.97}])
     assert refuted.confirmed_after["after"] == ["H300"] and r.first_fix == "M203"
+
+
+def test_a_user_model_whose_logits_pass_a_final_relu_is_m202(tmp_path):
+    """Outputs exactly 0 and never below on real rows at init: clipped, as by a final ReLU, before a logits loss."""
+    (tmp_path / "relu_head.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        class ReluHead(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(13, 16), nn.ReLU(), nn.Linear(16, 3))
+
+            def forward(self, x):
+                return torch.relu(self.body(x))
+    '''))
+    config = spec(tmp_path, "relu_head", {"class": "relu_head:ReluHead"})
+    result = run("full-report", config)
+    assert result.exit_code == 1 and "M202 output-activation-mismatch" in result.output, result.output
+    assert "never go below 0 at init" in result.output

@@ -72,6 +72,12 @@ OUTPUT_RANGE: dict[str, tuple[float | None, float | None]] = {
     "softmin": (0.0, 1.0), "log_softmax": (None, 0.0), "logsigmoid": (None, 0.0), "threshold": (None, None),
 }
 
+# M202: final activations that bound a logits loss's input from below or on both sides (Theia's and DeepLocalize's
+# "wrong last-layer activation": a ReLU or tanh on the logits). Upper bounds alone (log_softmax, logsigmoid) do
+# no harm to softmax, which ignores a shift; the squashing ones already named above keep their own message
+CLIPS_LOGITS = frozenset(a for a, (lo, hi) in OUTPUT_RANGE.items() if lo is not None) - {
+    "softmax", "softmin", "sigmoid", "hardsigmoid"}
+
 
 # ---- helpers ---------------------------------------------------------------------------------
 
@@ -336,10 +342,17 @@ def _probabilities_into_a_logits_loss(ctx: ProbeContext) -> Finding | None:
     inside (0, 1), as after a sigmoid or softmax, while the loss applies that squashing itself. (A raw linear
     output on real, varied rows spans both signs; an output that is squashed twice cannot reach the targets.)"""
     rng, loss = ctx.output_range, ctx.spec.loss.name if ctx.spec is not None else None
-    if rng is None or loss not in ("bce_with_logits", "cross_entropy") or not (0.0 < rng[0] and rng[1] < 1.0):
+    if rng is None or loss not in ("bce_with_logits", "cross_entropy"):
         return None
     ev = {"output_min_at_init": rng[0], "output_max_at_init": rng[1], "loss": loss,
           "rows": "the first training rows, at init"}
+    if rng[0] == 0.0 and rng[1] > 0.0:
+        # exactly 0 and never below, over every row and output: clipped from below, as by a final ReLU
+        return Finding("M202", f"the model's outputs never go below 0 at init (min exactly 0, max {_g(rng[1])}), as "
+                               f"after a final ReLU, but {loss} takes raw logits of any sign: a logit stuck at 0 "
+                               f"passes no gradient", "return raw logits from forward() (drop the final ReLU)", ev)
+    if not (0.0 < rng[0] and rng[1] < 1.0):
+        return None
     if loss == "bce_with_logits":
         return Finding("M202", f"the model's outputs all lie in ({_g(rng[0])}, {_g(rng[1])}) at init, as after a "
                                f"sigmoid, but bce_with_logits applies the sigmoid itself: squashed twice, the "
@@ -380,6 +393,16 @@ def check_output_activation_mismatch(ctx: ProbeContext) -> Finding | None:
         return Finding("M202", f"the model ends in {last} but bce_with_logits applies the sigmoid itself: outputs "
                                f"are squashed twice and the loss cannot go near 0",
                        f"remove the final {last} layer (bce_with_logits takes raw logits)", ev,
+                       patch={"model.layers": removed})
+    if loss in ("cross_entropy", "bce_with_logits") and last in CLIPS_LOGITS:
+        lo, hi = OUTPUT_RANGE[last]
+        rng = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        ev["output_range"] = rng
+        return Finding("M202", f"the model ends in {last}, which clips the logits to {rng}, but {loss} takes raw "
+                               f"logits of any sign: " + ("a logit stuck at the bound passes no gradient and the "
+                               "class cannot be pushed down" if hi is None else "the predicted probabilities "
+                               "cannot approach 0 or 1, so the loss cannot go near 0"),
+                       f"remove the final {last} layer ({loss} takes raw logits)", ev,
                        patch={"model.layers": removed})
     if loss == "nll" and last != "log_softmax":
         if last == "softmax":
