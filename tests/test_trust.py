@@ -557,3 +557,19 @@ def test_a_user_model_whose_logits_pass_a_final_relu_is_m202(tmp_path):
     result = run("full-report", config)
     assert result.exit_code == 1 and "M202 output-activation-mismatch" in result.output, result.output
     assert "never go below 0 at init" in result.output
+
+
+def test_batch_norm_on_batches_of_one_crashes_every_probe_and_gets_a_batch_size_fix(tmp_path):
+    """A batch of 1 in training mode makes batch norm raise: the crash is G409 with a batch-size fix its probe
+    confirms, and the fix comes first."""
+    config = spec(tmp_path, "bn_b1", {"layers": [{"type": "linear", "out": 32}, {"type": "batchnorm1d"},
+                                                 {"type": "relu"}, {"type": "linear", "out": 3}]},
+                  **{"training.batch_size": 1})
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["full-report", "--config", config, *FAST, "--output", str(out), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    d = json.loads(out.read_text())
+    g409 = next(f for f in d["findings"] if f["code"] == "G409")
+    assert "Expected more than 1 value per channel" in g409["message"]
+    assert "set training.batch_size: 32" in g409["fix"] and g409["fix_status"] == "confirmed"
+    assert d["first_fix"] == "G409"

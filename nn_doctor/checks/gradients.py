@@ -50,6 +50,8 @@ TINY_FRACTION = 0.1        # G407: fitting ~10 samples ends below 10% of the ini
                            # 200 steps adam 1e-3: 1.3%; softmax before cross_entropy: 50%; 1-unit bottleneck,
                            # lr 1e-2: 33%)
 TINY_FLOOR = 0.05          # G407: ... or below 0.05 in absolute terms (cross-entropy 0.05 = p(true class) 0.95)
+BATCH_NORM_BATCH = 32      # G409: the batch size proposed when batch norm got one sample per batch (a common
+                           # default, and the size the project's table examples train with)
 DEFAULT_CLIP = 1.0         # G400/G402: max global grad norm proposed (seeds/004 uses max_norm=1.0)
 
 
@@ -582,7 +584,14 @@ def check_probe_crashed(ctx: ProbeContext) -> Finding | None:
     n, total = len(crashed), len(ctx.records())
     scope = "every probe" if n == total else f"{n} of {total} probes"
     user_code = spec_uses_user_code(ctx)
-    if first.error_frame and user_code:
+    patch = None
+    if "Expected more than 1 value per channel when training" in (first.error or ""):
+        # torch's batch norm cannot normalise one sample: a batch of 1 (or a last batch of 1) in training mode
+        size = min(BATCH_NORM_BATCH, len(ctx.arrays.y)) if ctx.arrays is not None else BATCH_NORM_BATCH
+        fix = (f"batch norm needs more than one sample per batch in training: set training.batch_size: {size} "
+               f"(it is {ctx.spec.training.batch_size})")
+        patch = {"training.batch_size": size}
+    elif first.error_frame and user_code:
         fix = f"fix your code at {first.error_frame} ({where}): {first.error}"
     elif "out of bounds" in (first.error or "") or "Target" in (first.error or ""):
         fix = ("the targets do not fit the model's output: make the last layer's size the number of classes "
@@ -591,7 +600,7 @@ def check_probe_crashed(ctx: ProbeContext) -> Finding | None:
         fix = "the spec's model does not build with these settings: see the message"
     else:
         fix = f"the {where} raised: check the loss, the output layer and the targets named in the message"
-    return Finding("G409", f"{scope} crashed in the {where}{frame}: {first.error}", fix, ev)
+    return Finding("G409", f"{scope} crashed in the {where}{frame}: {first.error}", fix, ev, patch=patch)
 
 
 def spec_uses_user_code(ctx: ProbeContext) -> bool:
