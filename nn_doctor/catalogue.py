@@ -226,7 +226,9 @@ _ENTRIES = [
                 "lower optimizer.weight_decay / the dropout p",
                 "Too strong regularisation (weight decay, dropout) keeps the model from fitting even the training data."),
     FindingSpec("H304", "overfitting", W,
-                "train loss falls while validation loss stays flat or rises",
+                "train loss falls while validation loss stays flat or rises; an error when the training loss falls "
+                "below a constant prediction's but the validation metric stays at chance (labels that do not "
+                "belong to their rows, features without signal)",
                 "stop at the epoch of the lowest validation loss (training.epochs), dropout, weight decay, more data",
                 "When the training loss falls while the validation loss stays flat or rises, the network memorises "
                 "the training set instead of learning what generalises."),

@@ -573,3 +573,22 @@ def test_batch_norm_on_batches_of_one_crashes_every_probe_and_gets_a_batch_size_
     assert "Expected more than 1 value per channel" in g409["message"]
     assert "set training.batch_size: 32" in g409["fix"] and g409["fix_status"] == "confirmed"
     assert d["first_fix"] == "G409"
+
+
+def test_labels_that_do_not_belong_to_their_rows_are_never_healthy(tmp_path):
+    """wine with its labels shuffled: the training loss falls (the rows are memorised), the validation balanced
+    accuracy stays at chance. Once read as 'learning' and called Healthy; now H304 names it and the fix says to
+    check the labels' alignment first."""
+    import numpy as np
+    import pandas as pd
+    df = pd.read_csv(WINE)
+    df["label"] = np.random.default_rng(0).permutation(df["label"].to_numpy())
+    shuffled = tmp_path / "wine_shuffled.csv"
+    df.to_csv(shuffled, index=False)
+    config = spec(tmp_path, "shuffled", {"layers": [{"type": "linear", "out": 32}, {"type": "relu"},
+                                                    {"type": "linear", "out": 3}], "init": "he"},
+                  **{"data.path": str(shuffled), "training.epochs": 30})
+    result = run("full-report", config)
+    assert result.exit_code == 1 and "Healthy" not in result.output, result.output
+    assert "H304 overfitting" in result.output and "no better than chance" in result.output
+    assert "check that the labels belong to their rows" in result.output

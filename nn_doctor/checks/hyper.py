@@ -15,7 +15,7 @@ from typing import Any
 from .. import curves, lr_search
 from .. import fmt
 from ..lr_search import LrStatus
-from ..probe import DIVERGE_FACTOR, ProbeRecord
+from ..probe import DIVERGE_FACTOR, EVAL_ROWS, ProbeRecord
 from ..catalogue import Severity
 from ..report import Finding
 from . import check, codes_for_step
@@ -120,7 +120,42 @@ def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
             "prior-collapse", f"the training loss fell ({_g(b.initial_loss)} -> {_g(b.final_loss)}) but not below "
                               f"{curves.PRIOR_MARGIN:.0%} of a constant prediction's loss ({_g(ref)})",
             evidence, verdict.still_falling, verdict.train_trend, verdict.val_trend)
+    chance = _validation_at_chance(ctx, b)
+    if verdict.pattern == "learning" and chance is not None:
+        evidence = {**verdict.evidence, "learning_by_trend": verdict.reason, "final_loss": b.final_loss,
+                    "reference_loss": ref, "at_chance": chance}
+        return curves.make_verdict(
+            "overfitting", f"the training loss fell below a constant prediction's ({_g(b.final_loss)} vs {_g(ref)}) "
+                           f"but the validation {chance['metric']} {chance['value']:.3g} is no better than chance "
+                           f"({chance['chance']:.3g}; the bar is {chance['bar']:.3g} on {chance['rows']} rows): the "
+                           f"model memorises the training rows and learns nothing that carries over",
+            evidence, verdict.still_falling, verdict.train_trend, verdict.val_trend)
     return verdict
+
+
+CHANCE_Z = 2.0   # a validation balanced accuracy within 2 standard errors of chance, sqrt(c (1 - c) / n), is chance
+                 # (triage.RAISE_Z's two-sided 95 % bar): on wine's 36 rows and 3 classes the bar is 0.49
+CHANCE_R2 = 0.0  # a regression whose validation R^2 is <= 0 predicts no better than the training mean
+
+
+def _validation_at_chance(ctx: ProbeContext, b: ProbeRecord) -> dict[str, Any] | None:
+    """The validation metric of a run that learned its training rows, when it is no better than chance: the
+    balanced accuracy of a constant prediction (1 / C) plus noise, or R^2 <= 0. None otherwise (or unmeasured)."""
+    a = ctx.arrays
+    if a is None or a.y_val is None or not len(a.y_val) or b.final_loss is None or b.reference_loss is None:
+        return None
+    if b.final_loss > curves.level(b.reference_loss, curves.PRIOR_MARGIN):
+        return None                  # it did not learn its training rows either: prior-collapse's business
+    n = min(len(a.y_val), EVAL_ROWS)
+    if "balanced_accuracy" in b.metrics and a.n_classes and a.n_classes >= 2:
+        c = 1.0 / a.n_classes
+        bar = c + CHANCE_Z * math.sqrt(c * (1 - c) / n)
+        value = b.metrics["balanced_accuracy"]
+        return ({"metric": "balanced accuracy", "value": value, "chance": c, "bar": bar, "rows": n}
+                if value is not None and value <= bar else None)
+    if "r2" in b.metrics and b.metrics["r2"] is not None and b.metrics["r2"] <= CHANCE_R2:
+        return {"metric": "R²", "value": b.metrics["r2"], "chance": 0.0, "bar": CHANCE_R2, "rows": n}
+    return None
 
 
 @dataclass
@@ -496,6 +531,13 @@ def check_overfitting(ctx: ProbeContext) -> Finding | None:
                        "optimizer.weight_decay (e.g. 1e-4)",
                        "add dropout (nn.Dropout with p 0.2-0.5 after the hidden layers) or weight decay "
                        "(the optimizer's weight_decay, e.g. 1e-4)")
+    if run.verdict.evidence.get("at_chance"):
+        # nothing carried over at all: the training is broken, not merely too long (an error: a CI gate must not
+        # pass it), and the data itself is the first suspect; stopping earlier cannot lift chance
+        return Finding("H304", run.verdict.reason,
+                       "check that the labels belong to their rows and that the features carry the signal (a "
+                       "shuffle or a join can misalign them); then " + fix + ", or get more training data",
+                       evidence, severity=Severity.ERROR)
     if ctx.curve is not None:   # a logged run: quote the values as logged, not the smoothed window means
         last_t, last_v = _last_logged(ctx.curve.train), _last_logged(ctx.curve.val or [])
         evidence.update({"last_logged_train_loss": last_t, "last_logged_val_loss": last_v})
