@@ -746,7 +746,9 @@ SCENARIOS: list[Scenario] = [
       allowed=("G401", "G404", "G407", "H301", "H305", "M208", "G406"),
       source="seeds/000 网络层数过深 (Sigmoid); AUTOTRAINER vanishing gradients",
       description="6 sigmoid layers, no normalisation"),
-    S("m207_large_output_init", simple("wine", **{"model.init": {"normal": 2.0}}), {"M207"}, "M207",
+    # M207 is the symptom, the init scale (M205) its cause (catalogue: M207 <- M205); M205 reads a net this shallow
+    # since its per-layer gain rule (hidden weights 2 sqrt(13) = 7.2 > 4x He's sqrt(2))
+    S("m207_large_output_init", simple("wine", **{"model.init": {"normal": 2.0}}), {"M207", "M205"}, "M205",
       ("model", "table", "multiclass"), allowed=("G402", "G406", "H304"),
       source="seeds/002 二.4 (错误初始化网络参数)", description="2-layer MLP with N(0, 2) weights: huge logits at init"),
     S("m208_too_narrow", digits_mlp(**{"model.layers": [{"type": "flatten"}, {"type": "linear", "out": 2},
