@@ -385,7 +385,9 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "H300": ("M205",) + _BAD_VALUES + _UNSCALED,         # unscaled inputs make every larger lr blow up
     "H301": ("M204", "M206", "G405") + _UNSCALED,       # frozen parameters make every lr look too low
     "H302": ("H300", "H301") + _UNSCALED,
-    "H304": ("D110", "D111", "D112", "D113", "M208"),
+    # a validation curve that goes nowhere (H304's "at chance" reading) also follows from an lr, a regularisation
+    # or a model fault found beside it: those come first
+    "H304": ("D110", "D111", "D112", "D113", "H300", "H301", "H303") + _MODEL_FAULTS + _UNSCALED,
     "H305": ("H300", "H301", "H303", "H307", "G401", "G403", "G404") + _MODEL_FAULTS + _UNSCALED,
     "H306": ("H300", "H301", "H303", "H304", "H307") + _MODEL_FAULTS + _UNSCALED + _BAD_VALUES,
     "H307": ("H300", "H301") + _UNSCALED,
