@@ -64,12 +64,31 @@ def test_the_holdout_part_is_separate_and_sourced():
             "user-model", "generated"} <= tags
 
 
+def test_the_fresh_batch_is_split_by_alternation_and_joins_its_parts():
+    """fresh.py was split when written (1st holdout, 2nd dev, ...), not by how nn-doctor does on it."""
+    from benchmarks.run_zoo import DEV_PART, HOLDOUT_PART
+    from benchmarks.zoo.fresh import FRESH
+    from benchmarks.zoo.holdout import HOLDOUT
+    from nn_doctor.catalogue import CATALOGUE
+    faults = [s for s in FRESH if not s.healthy]
+    assert [s.part for s in faults] == ["holdout", "dev"] * (len(faults) // 2)
+    names = [s.name for s in SCENARIOS + HOLDOUT + FRESH]
+    assert len(names) == len(set(names))
+    assert {s.name for s in FRESH if s.part == "dev"} <= {s.name for s in DEV_PART}
+    assert {s.name for s in FRESH if s.part == "holdout"} <= {s.name for s in HOLDOUT_PART}
+    for s in faults:
+        assert s.expected <= set(CATALOGUE) and s.expected_first_fix in s.expected and s.fix, s.name
+        assert any(src in s.source for src in ("DeepDiagnosis", "DeepFD", "UMLAUT", "NeuraLint", "DeepLocalize",
+                                               "SO")), s.name
+
+
 def test_known_fixes_write_a_spec_the_plain_trainer_reads(tmp_path):
     from benchmarks.plain_trainer import read_spec
+    from benchmarks.zoo.fresh import FRESH
     from benchmarks.zoo.holdout import HOLDOUT
     from benchmarks.zoo.scenarios import apply_fix
     from nn_doctor.data import load_from_spec
-    for s in [x for x in SCENARIOS + HOLDOUT if x.fix]:
+    for s in [x for x in SCENARIOS + HOLDOUT + FRESH if x.fix]:
         d = tmp_path / s.name
         d.mkdir()
         fixed = apply_fix(s.build(d, 0), s.fix)
