@@ -20,6 +20,7 @@ from ..catalogue import Severity
 from ..report import Finding
 from . import check, codes_for_step
 from .context import ProbeContext
+from .gradients import loss_floor
 
 HYPER_CODES = codes_for_step("H")   # the catalogue's codes of this step
 
@@ -598,6 +599,10 @@ def _best_probe(ctx: ProbeContext) -> dict[str, Any] | None:
     return {"probe": name, "initial_loss": r.initial_loss, "final_loss": r.final_loss, "steps": r.steps_run}
 
 
+def _above(loss: float | None, floor: float) -> float | None:
+    return None if loss is None else max(loss - floor, 0.0)
+
+
 def _ratio(end: float | None, start: float | None) -> float | None:
     return end / start if end is not None and start and start > 0 else None
 
@@ -608,8 +613,11 @@ def check_underfitting(ctx: ProbeContext) -> Finding | None:
     run = run_curves(ctx)
     if run is None or not run.ok or run.verdict.pattern in ("diverging", "overfitting"):
         return None   # overfitting (H304) is the opposite diagnosis, even when label noise keeps train high
-    train_ratio = _ratio(run.final_loss, run.initial_loss)
-    val_ratio = _ratio(run.final_val_loss, run.initial_val_loss)
+    # measured above the lowest reachable loss: under label smoothing 0.9 on 3 classes cross-entropy cannot go below
+    # 1.089 (ln 3 is 1.099), so a run that reached it read "still 98% of its start" and was told to grow
+    floor = loss_floor(ctx) if ctx.spec is not None else 0.0
+    train_ratio = _ratio(_above(run.final_loss, floor), _above(run.initial_loss, floor))
+    val_ratio = _ratio(_above(run.final_val_loss, floor), _above(run.initial_val_loss, floor))
     if train_ratio is None or train_ratio <= UNDERFIT_FRACTION or (val_ratio is not None
                                                                    and val_ratio <= UNDERFIT_FRACTION):
         return None
@@ -635,6 +643,7 @@ def check_underfitting(ctx: ProbeContext) -> Finding | None:
                 "initial_loss": run.initial_loss, "final_loss": run.final_loss,
                 "initial_val_loss": run.initial_val_loss, "final_val_loss": run.final_val_loss,
                 "steps": run.last, "lr_status": res.configured_status if res is not None else "not probed",
+                **({"loss_floor": floor} if floor else {}),
                 "regularisation": reg, "best_probe": _best_probe(ctx),
                 "thresholds": {"underfit_fraction": UNDERFIT_FRACTION}}
     val = (f", validation {_g(run.initial_val_loss)} -> {_g(run.final_val_loss)} "
