@@ -409,7 +409,12 @@ def load_dataset(path: str | Path, target: Any = None, *, features: list[str] | 
             width = max(Xv.shape[1], X.shape[1])
             X, Xv = _pad_to(X, width, tokens), _pad_to(Xv, width, tokens)
         if kind == "table" and list(Xv.columns) != list(X.columns):
-            raise DataError(f"{vpath}: columns differ from {path}")
+            missing = [c for c in X.columns if c not in Xv.columns]
+            extra = [c for c in Xv.columns if c not in X.columns]
+            if missing:   # the same columns in another order are fine: a table's columns are read by name
+                raise DataError(f"{vpath}: columns differ from {path}: missing {_names(missing)}"
+                                + (f", not in the training file {_names(extra)}" if extra else ""))
+            Xv = Xv[list(X.columns)]
         val = (Xv, yv, str(vpath))
     ds = build_dataset(X, y, source=source, kind=kind, target=tgt, n_rows_read=n_read, task=task, val=val,
                        val_fraction=val_fraction, seed=seed)
@@ -493,6 +498,11 @@ def _token_matrix(X: pd.DataFrame, tokens: TokenInfo, source: str) -> np.ndarray
         raise DataError(f"{source}: token data need integer columns (one per position) or one column of "
                         f"integer lists; {non_int[0]!r} is {X[non_int[0]].dtype}")
     return X.to_numpy(dtype=np.int64)
+
+
+def _names(cols: list, most: int = 5) -> str:
+    shown = ", ".join(repr(str(c)) for c in cols[:most])
+    return shown + (f" and {len(cols) - most} more" if len(cols) > most else "")
 
 
 def _pad_to(X: np.ndarray, width: int, tokens: TokenInfo) -> np.ndarray:

@@ -772,3 +772,21 @@ def test_spec_settings_silence_what_they_fix(tmp_path):
     spec = NS(data=NS(normalize="standardize", normalize_target=False),
               loss=NS(name="cross_entropy", class_weights="balanced"))
     assert "D109" not in codes(run(ds, ["D109"], spec=spec)) and run(ds, ["D109"]) != []
+
+
+def test_a_validation_table_is_read_by_column_name(tmp_path):
+    """The same columns in another order are the same table (a user re-exported the file); a missing column is
+    an error that names it."""
+    import pandas as pd
+    import pytest as _pytest
+    from nn_doctor.data import load_dataset
+    from nn_doctor.errors import DataError
+    df = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "wine.csv").sample(frac=1, random_state=0)
+    df.iloc[:140].to_csv(tmp_path / "tr.csv", index=False)
+    df.iloc[140:][list(reversed(df.columns))].to_csv(tmp_path / "va.csv", index=False)
+    ds = load_dataset(tmp_path / "tr.csv", "label", val_path=tmp_path / "va.csv")
+    assert list(ds.X_val.columns) == list(ds.X.columns) and len(ds.X_val) == len(df) - 140
+    assert ds.X_val.iloc[0].to_dict() == df.iloc[140].drop("label").to_dict()
+    df.iloc[140:].drop(columns=["ash"]).to_csv(tmp_path / "va_missing.csv", index=False)
+    with _pytest.raises(DataError, match="missing 'ash'"):
+        load_dataset(tmp_path / "tr.csv", "label", val_path=tmp_path / "va_missing.csv")
