@@ -260,4 +260,3 @@ def test_spec_keys_are_validated(tmp_path):
     with pytest.raises(UsageError, match="image_size"):
         parse_spec({**base, "data": {"path": "images/", "image_size": 0}})
     assert parse_spec({**base, "data": {"path": "images/", "image_size": [32, 48]}}).data.image_size == [32, 48]
-
