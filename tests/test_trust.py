@@ -591,7 +591,7 @@ def test_labels_that_do_not_belong_to_their_rows_are_never_healthy(tmp_path):
     result = run("full-report", config)
     assert result.exit_code == 1 and "Healthy" not in result.output, result.output
     assert "H304 overfitting" in result.output and "no better than chance" in result.output
-    assert "check that the labels belong to their rows" in result.output
+    assert "check that the targets belong to their rows" in result.output
 
 
 def test_a_loss_at_its_label_smoothing_floor_is_not_underfitting(tmp_path):
@@ -602,3 +602,22 @@ def test_a_loss_at_its_label_smoothing_floor_is_not_underfitting(tmp_path):
                                               "training.epochs": 30})
     result = run("full-report", config)
     assert "H305" not in result.output, result.output
+
+
+def test_an_id_column_as_the_target_is_never_healthy(tmp_path):
+    """A regression on a patient id: the MLP memorises its training rows, the validation R^2 stays below 0 at
+    every lr. An overfitting pattern whose validation never beat chance is the at-chance H304 error."""
+    import numpy as np
+    import pandas as pd
+    df = pd.read_csv(ROOT / "sample_data" / "breast_cancer.csv")
+    df.insert(0, "patient_id", np.random.default_rng(0).permutation(len(df)) + 10000)
+    df.to_csv(tmp_path / "bc_id.csv", index=False)
+    config = spec(tmp_path, "id_target", {"layers": [{"type": "linear", "out": 64}, {"type": "relu"},
+                                                     {"type": "linear", "out": 64}, {"type": "relu"},
+                                                     {"type": "linear", "out": 1}]},
+                  task="regression", loss="mse", **{"data.path": str(tmp_path / "bc_id.csv"),
+                                                    "data.target": "patient_id", "data.normalize_target": True,
+                                                    "training.epochs": 30})
+    result = run("full-report", config)
+    assert result.exit_code == 1 and "Healthy" not in result.output, result.output
+    assert "H304 overfitting" in result.output and "no better than chance" in result.output

@@ -121,8 +121,9 @@ def baseline_verdict(ctx: ProbeContext) -> curves.CurveVerdict | None:
             "prior-collapse", f"the training loss fell ({_g(b.initial_loss)} -> {_g(b.final_loss)}) but not below "
                               f"{curves.PRIOR_MARGIN:.0%} of a constant prediction's loss ({_g(ref)})",
             evidence, verdict.still_falling, verdict.train_trend, verdict.val_trend)
-    chance = _validation_at_chance(ctx, b)
-    if verdict.pattern == "learning" and chance is not None:
+    # "learning" by its trends, or overfitting, while no probe's validation ever beat chance: nothing carries over
+    chance = _validation_at_chance(ctx, b) if verdict.pattern in ("learning", "overfitting") else None
+    if chance is not None:
         evidence = {**verdict.evidence, "learning_by_trend": verdict.reason, "final_loss": b.final_loss,
                     "reference_loss": ref, "at_chance": chance}
         return curves.make_verdict(
@@ -554,8 +555,9 @@ def check_overfitting(ctx: ProbeContext) -> Finding | None:
         # nothing carried over at all: the training is broken, not merely too long (an error: a CI gate must not
         # pass it), and the data itself is the first suspect; stopping earlier cannot lift chance
         return Finding("H304", run.verdict.reason,
-                       "check that the labels belong to their rows and that the features carry the signal (a "
-                       "shuffle or a join can misalign them); then " + fix + ", or get more training data",
+                       "check that the targets belong to their rows and are what you mean to predict (a shuffle or "
+                       "a join can misalign them; an id column carries no signal) and that the features carry the "
+                       "signal; then " + fix + ", or get more training data",
                        evidence, severity=Severity.ERROR)
     if ctx.curve is not None:   # a logged run: quote the values as logged, not the smoothed window means
         last_t, last_v = _last_logged(ctx.curve.train), _last_logged(ctx.curve.val or [])
