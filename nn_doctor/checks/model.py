@@ -569,12 +569,10 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
     if STD_RATIO_LOW <= ratio <= STD_RATIO_HIGH:
         return None
     shrinks = ratio < STD_RATIO_LOW
-    good = recommended_init(ctx)
     ev = {"init": str(ctx.spec.model.init), "act_std": {n: v for n, v in prof}, "std_ratio_last_first": ratio,
           "thresholds": {"low": STD_RATIO_LOW, "high": STD_RATIO_HIGH, "min_weight_layers": STD_MIN_WEIGHT_LAYERS}}
-    same = ctx.spec.model.init.scheme == good
-    fix = (f"set model.init: {good}" if not same else
-           "add batchnorm1d/layernorm after the weight layers (the init already matches the activation)")
+    fix, patch = _init_fix(ctx, "add batchnorm1d/layernorm after the weight layers (the init already matches the "
+                                "activation)")
     trend = "shrinks" if shrinks else "grows"
     # an error when the blow-up is itself what makes training non-finite within the first steps: it is then
     # the root cause, and must come before its symptom G400 as first_fix (zoo: g402_init_explodes_to_nan)
@@ -587,7 +585,16 @@ def check_init_scale_mismatch(ctx: ProbeContext) -> Finding | None:
                            f"from {_g(prof[0][1])} to {_g(prof[-1][1])} ({ratio:.2g}x, outside "
                            f"[{STD_RATIO_LOW:g}, {STD_RATIO_HIGH:g}]) with model.init {ctx.spec.model.init}"
                            + (f"; training goes non-finite at step {nan['step']}" if severity else ""),
-                   fix, ev, patch=None if same else {"model.init": good}, severity=severity)
+                   fix, ev, patch=patch, severity=severity)
+
+
+def _init_fix(ctx: ProbeContext, already: str) -> tuple[str, dict[str, Any] | None]:
+    """An init-scale finding's fix and patch: the init that matches the activation, or `already` (no patch) when
+    the spec has that init."""
+    good = recommended_init(ctx)
+    if ctx.spec.model.init.scheme == good:
+        return already, None
+    return f"set model.init: {good}", {"model.init": good}
 
 
 def _oversized_weights(ctx: ProbeContext, rec) -> Finding | None:
@@ -601,17 +608,15 @@ def _oversized_weights(ctx: ProbeContext, rec) -> Finding | None:
     big = [(n, g) for n, g in hidden if g is not None and g > INIT_GAIN_FACTOR * INIT_GAIN_REF]
     if not big:
         return None
-    good = recommended_init(ctx)
-    same = ctx.spec is not None and ctx.spec.model.init.scheme == good
     worst = max(big, key=lambda t: t[1])
-    ev = {"init": str(ctx.spec.model.init) if ctx.spec else None, "weight_gain": dict(hidden),
+    ev = {"init": str(ctx.spec.model.init), "weight_gain": dict(hidden),
           "thresholds": {"gain_ref": INIT_GAIN_REF, "gain_factor": INIT_GAIN_FACTOR}}
-    fix = f"set model.init: {good}" if not same else "scale the initial weights down (std about sqrt(2 / fan_in))"
+    fix, patch = _init_fix(ctx, "scale the initial weights down (std about sqrt(2 / fan_in))")
     return Finding("M205", f"at init the weights of {len(big)} hidden layer{'s' if len(big) > 1 else ''} are drawn "
                            f"too wide: {worst[0]} has std(W) x sqrt(fan_in) = {worst[1]:.3g}, "
                            f"{worst[1] / INIT_GAIN_REF:.2g}x He's sqrt(2) (> {INIT_GAIN_FACTOR:g}x), so each such layer "
                            f"multiplies the signal's std by about that much",
-                   fix, ev, patch=None if same or ctx.spec is None else {"model.init": good})
+                   fix, ev, patch=patch)
 
 
 # ---- M206 ------------------------------------------------------------------------------------
