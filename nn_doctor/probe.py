@@ -68,6 +68,10 @@ class ProbeSettings:
     stop_on_divergence: bool = True
     budget_s: float | None = None     # wall-clock cap for this probe
     seed: int = 0
+    # stop once the training loss is at most max(stop_below, stop_below_fraction x its start): the tiny-batch
+    # test's "memorised" is clear then, and a long cap costs only the runs that do not get there
+    stop_below: float | None = None
+    stop_below_fraction: float | None = None
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ProbeRecord:
     first_nonfinite: dict[str, Any] | None = None
     params_without_grad: list[str] = field(default_factory=list)
     params_unchanged: list[str] = field(default_factory=list)
-    stopped: str = "completed"               # completed | diverged | non-finite | budget | error
+    stopped: str = "completed"               # completed | fitted | diverged | non-finite | budget | error
     error: str | None = None                 # "ExceptionType: message" when the probe raised
     error_type: str | None = None            # the exception's class name
     error_where: str | None = None           # the phase that raised: model build, forward, loss, backward, ...
@@ -748,6 +752,10 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         rec.val_losses.append((0, rec.initial_val_loss))
     rec.train_eval.append((0, rec.initial_loss))
 
+    fitted_level = None
+    if (s.stop_below is not None or s.stop_below_fraction is not None) and rec.initial_loss is not None:
+        fitted_level = max(s.stop_below if s.stop_below is not None else -math.inf,
+                           s.stop_below_fraction * rec.initial_loss if s.stop_below_fraction is not None else -math.inf)
     losses = torch.empty(s.steps, device=device)   # the per-step loss buffer, read back every CHECK_EVERY
     perm = torch.randperm(n, generator=gen).to(device)
     pos = 0
@@ -873,6 +881,9 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
                 break
             if s.budget_s is not None and time.perf_counter() - start > s.budget_s:
                 rec.stopped = "budget"
+                break
+            if fitted_level is not None and vals[-1] <= fitted_level:
+                rec.stopped = "fitted"
                 break
     rec.steps_run = len(rec.losses)
     rec.error_where = "evaluation"

@@ -209,10 +209,22 @@ def _worker_code_dir(code: tuple) -> str:
     return where
 
 
+def _hear_cancel() -> None:
+    """ray.cancel stops a running task by raising KeyboardInterrupt as SIGINT would; a worker whose SIGINT is
+    ignored (a cluster started from a background job: POSIX shells ignore it there) would never stop."""
+    import signal
+    try:
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:   # not the worker's main thread: nothing to set
+        pass
+
+
 def _probe_task(box: list, code: tuple | None, spec, settings, overrides: dict, device: str,
                 deadline: float | None, left: float | None) -> ProbeRecord | None:
     """One probe on a worker. None: the budget ran out before it started (the driver records a skip)."""
     from .probe import run_probe
+    _hear_cancel()
     if deadline is not None:
         remaining = min(left, deadline - time.time())
         if remaining <= 0:

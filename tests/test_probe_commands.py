@@ -194,6 +194,12 @@ def test_cli_exit_codes(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
 
 
+def _default_sigint() -> None:
+    """A child of a suite started in the background (`pytest &`) inherits SIGINT ignored, as POSIX shells set
+    it for asynchronous commands: the test sends the signal, so the child must hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_a_partial_report(tmp_path):
     """SIGINT while the probes run: exit 130, the report on stdout, no traceback.
 
@@ -206,7 +212,8 @@ def test_ctrl_c_exits_130_with_a_partial_report(tmp_path):
     master, slave = pty.openpty()          # stderr on a terminal: the progress bar shows how far the probes got
     env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
     proc = subprocess.Popen(cli("probe-lr", "--config", cfg, "--format", "json", "--steps", "5000"),
-                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env,
+                            preexec_fn=_default_sigint)
     os.close(slave)
     seen = bytearray()
 

@@ -321,6 +321,8 @@ def test_ctrl_c_cancels_the_outstanding_tasks_and_reraises(tmp_path, wine, monke
         return real_cancel(ref, *args, **kwargs)
 
     monkeypatch.setattr(ray, "cancel", spy)
+    # interrupt_main() acts as SIGINT does, and a suite started in the background (`pytest &`) has SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ex = executor(wine, folder)
     timer = threading.Timer(2.0, _thread.interrupt_main)
     t0 = time.perf_counter()
@@ -338,6 +340,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks_and_reraises(tmp_path, wine, monke
     finally:
         timer.cancel()
         ex.close()
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---- usage errors ------------------------------------------------------------------------------------
