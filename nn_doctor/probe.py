@@ -752,10 +752,9 @@ def _train(spec: Spec, data: DeviceData, s: ProbeSettings, rec: ProbeRecord) -> 
         rec.val_losses.append((0, rec.initial_val_loss))
     rec.train_eval.append((0, rec.initial_loss))
 
-    fitted_level = None
-    if (s.stop_below is not None or s.stop_below_fraction is not None) and rec.initial_loss is not None:
-        fitted_level = max(s.stop_below if s.stop_below is not None else -math.inf,
-                           s.stop_below_fraction * rec.initial_loss if s.stop_below_fraction is not None else -math.inf)
+    levels = [s.stop_below, None if s.stop_below_fraction is None else s.stop_below_fraction * rec.initial_loss] \
+        if rec.initial_loss is not None else []
+    fitted_level = max((v for v in levels if v is not None), default=None)
     losses = torch.empty(s.steps, device=device)   # the per-step loss buffer, read back every CHECK_EVERY
     perm = torch.randperm(n, generator=gen).to(device)
     pos = 0

@@ -51,9 +51,9 @@ TINY_FRACTION = 0.1        # G407: fitting ~10 samples ends below 10% of the ini
                            # lr 1e-2: 33%)
 TINY_FLOOR = 0.05          # G407: ... or below 0.05 in absolute terms (cross-entropy 0.05 = p(true class) 0.95)
 TINY_PLATEAU = 0.9         # G407: "cannot" needs a plateau: over the last quarter of the steps the loss fell by less
-                           # than 10%. Converging probes fall much faster there (a 2x4 ReLU net on wine, lr 1.7e-2:
-                           # x0.76; a linear stack on moons, lr 1e-3: x0.51), stuck ones not at all (a linear stack
-                           # that cannot separate its 10 rows: x1.00; softmax before CE: x1.00)
+                           # than 10%. Converging probes (200 steps) fall much faster there (a 2-unit tanh bottleneck
+                           # on digits, lr 1.7e-2: x0.76; a linear stack on XOR, lr 1e-3: x0.51), stuck ones not at
+                           # all (a linear stack that cannot separate its 10 rows: x1.00; a deep sigmoid net: x1.00)
 BATCH_NORM_BATCH = 32      # G409: the batch size proposed when batch norm got one sample per batch (a common
                            # default, and the size the project's table examples train with)
 DEFAULT_CLIP = 1.0         # G400/G402: max global grad norm proposed (seeds/004 uses max_norm=1.0)
@@ -548,7 +548,7 @@ def _late_loss(rec: ProbeRecord) -> float | None:
     losses = rec.losses
     if len(losses) < 8:
         return None
-    return losses[(3 * len(losses)) // 4]
+    return losses[(3 * len(losses)) // 4]   # None where that step's loss overflowed (skipped under loss scaling)
 
 
 @check("G407", needs=("spec", "tiny"), uses=("lr",))
